@@ -1,0 +1,78 @@
+"""The one place where settings become live objects: engine, sessions, transport, clock.
+
+Commands, the web application and tests all build an `App`; tests pass their own clock,
+transport or fetcher instead of patching anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .clock import Clock, SystemClock
+from .config import Settings
+from .db import session as db
+from .transports import Transport, open_transport
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock = field(default_factory=SystemClock)
+    _transport: Transport | None = None
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        transport: Transport | None = None,
+    ) -> App:
+        engine = db.make_engine(settings.database.url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=db.make_sessionmaker(engine),
+            clock=clock or SystemClock(),
+            _transport=transport,
+        )
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = open_transport(
+                self.settings.delivery.transport,
+                base_dir=self.settings.base_dir,
+                password=self.settings.secrets.smtp_password,
+                timeout=self.settings.delivery.timeout,
+            )
+        return self._transport
+
+    @property
+    def templates_dirs(self) -> list[Path]:
+        """The operator's templates first (file by file), then the packaged ones."""
+        packaged = Path(__file__).parent / "templates"
+        custom = self.settings.newsletter.templates_dir
+        if not custom:
+            return [packaged]
+        path = Path(custom)
+        return [path if path.is_absolute() else self.settings.base_dir / path, packaged]
+
+    def check_schema(self) -> None:
+        db.check_schema(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with db.transaction(self.sessions) as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,20 @@
+"""The `newsletter` command: a thin shell over the library.
+
+Each module here adds its commands to `main`; importing them is what registers them.
+"""
+
+from . import articles, bounces, database, demo, issue, reports, sending, subscribers, web
+from .root import main
+
+__all__ = [
+    "articles",
+    "bounces",
+    "database",
+    "demo",
+    "issue",
+    "main",
+    "reports",
+    "sending",
+    "subscribers",
+    "web",
+]

@@ -1,0 +1,1 @@
+"""Persistence: typed models, sessions and the Alembic migrations that own the schema."""

@@ -1,0 +1,277 @@
+"""The stored state: subscribers and their history, articles, issues and the delivery ledger.
+
+Every timestamp is stored in UTC and read back time-zone aware, on SQLite as on PostgreSQL.
+The schema itself is owned by the Alembic migrations in `migrations/versions`; a test checks
+that these models and the migrated database agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; naive values are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where an aware one is required")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        validate_strings=True,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class SubscriberStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PENDING = "pending"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+    @property
+    def suppressed(self) -> bool:
+        return self in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED)
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[SubscriberStatus] = mapped_column(
+        _enum(SubscriberStatus, "subscriber_status"), index=True
+    )
+    subscribed_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+    consent_source: Mapped[str] = mapped_column(String(40), default="")
+    consent_ip: Mapped[str] = mapped_column(String(45), default="")
+    consent_text: Mapped[str] = mapped_column(String(40), default="")
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    last_confirmation_sent_at: Mapped[datetime | None]
+
+
+class EventKind(enum.StrEnum):
+    SUBSCRIBED = "subscribed"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    RESUBSCRIBED = "resubscribed"
+    BOUNCED = "bounced"
+    SOFT_BOUNCE = "soft_bounce"
+    COMPLAINED = "complained"
+    UPDATED = "updated"
+
+
+class Event(Base):
+    """One change in a subscriber's standing: the consent and suppression record."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[EventKind] = mapped_column(_enum(EventKind, "event_kind"))
+    at: Mapped[datetime] = mapped_column(index=True)
+    source: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))
+    # A stable key for events that must be recorded once only (a bounce report read twice).
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class Feed(Base):
+    """Per-feed HTTP cache validators, so a weekly fetch costs the publisher a 304."""
+
+    __tablename__ = "feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    etag: Mapped[str] = mapped_column(String(500), default="")
+    last_modified: Mapped[str] = mapped_column(String(100), default="")
+    fetched_at: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class Article(Base):
+    __tablename__ = "articles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    guid: Mapped[str] = mapped_column(String(2000), unique=True)
+    url: Mapped[str] = mapped_column(String(2000), index=True)
+    title: Mapped[str] = mapped_column(Text)
+    section: Mapped[str] = mapped_column(String(100), default="")
+    kicker: Mapped[str] = mapped_column(String(100), default="")
+    categories: Mapped[str] = mapped_column(Text, default="")  # one per line
+    authors: Mapped[str] = mapped_column(Text, default="")  # one per line
+    published_at: Mapped[datetime] = mapped_column(index=True)
+    teaser_html: Mapped[str] = mapped_column(Text, default="")
+    image_url: Mapped[str] = mapped_column(String(2000), default="")
+    image_alt: Mapped[str] = mapped_column(Text, default="")
+    image_credit: Mapped[str] = mapped_column(Text, default="")
+    feed_url: Mapped[str] = mapped_column(String(2000), default="")
+    fetched_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class IssueStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SENDING = "sending"
+    SENT = "sent"
+
+
+class Issue(Base):
+    """One week's round-up; its rendered template is stored once and personalised per copy."""
+
+    __tablename__ = "issues"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    week: Mapped[str] = mapped_column(String(10), unique=True)
+    status: Mapped[IssueStatus] = mapped_column(_enum(IssueStatus, "issue_status"))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    preheader: Mapped[str] = mapped_column(Text, default="")
+    html: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    web_html: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    built_at: Mapped[datetime | None]
+    send_started_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+
+    articles: Mapped[list[IssueArticle]] = relationship(
+        back_populates="issue",
+        order_by="IssueArticle.position",
+        cascade="all, delete-orphan",
+    )
+    overrides: Mapped[list[Override]] = relationship(
+        back_populates="issue", order_by="Override.id", cascade="all, delete-orphan"
+    )
+
+
+class IssueArticle(Base):
+    """The issue's selection as built: what `issue show` lists and the email shows."""
+
+    __tablename__ = "issue_articles"
+    __table_args__ = (UniqueConstraint("issue_id", "article_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="RESTRICT"))
+    position: Mapped[int] = mapped_column(Integer)
+    featured: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    issue: Mapped[Issue] = relationship(back_populates="articles")
+    article: Mapped[Article] = relationship()
+
+
+class OverrideKind(enum.StrEnum):
+    FEATURE = "feature"
+    EXCLUDE = "exclude"
+    INCLUDE = "include"
+    MOVE = "move"
+
+
+class Override(Base):
+    """An editor's decision about one article, kept across rebuilds of the draft."""
+
+    __tablename__ = "overrides"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
+    kind: Mapped[OverrideKind] = mapped_column(_enum(OverrideKind, "override_kind"))
+    position: Mapped[int | None]
+    created_at: Mapped[datetime]
+
+    issue: Mapped[Issue] = relationship(back_populates="overrides")
+    article: Mapped[Article] = relationship()
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"
+
+
+class Delivery(Base):
+    """One issue to one subscriber: the ledger that makes a send resumable and exactly-once."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("issue_id", "subscriber_id"),
+        Index("ix_deliveries_claim", "issue_id", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus, "delivery_status"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    claimed_by: Mapped[str] = mapped_column(String(100), default="")
+    lease_until: Mapped[datetime | None]
+    last_reply: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    subscriber: Mapped[Subscriber] = relationship()
