@@ -3,7 +3,18 @@
 Each module here adds its commands to `main`; importing them is what registers them.
 """
 
-from . import articles, bounces, database, demo, issue, reports, sending, subscribers, web
+from . import (
+    articles,
+    bounces,
+    database,
+    demo,
+    issue,
+    preview,
+    reports,
+    sending,
+    subscribers,
+    web,
+)
 from .root import main
 
 __all__ = [
@@ -13,6 +24,7 @@ __all__ = [
     "demo",
     "issue",
     "main",
+    "preview",
     "reports",
     "sending",
     "subscribers",

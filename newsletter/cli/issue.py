@@ -1,5 +1,10 @@
-"""Commands for issue; registered on `main` by importing this module."""
+"""Commands for the week's issue; registered on `main` by importing this module."""
 
 from __future__ import annotations
 
-from .root import main  # noqa: F401
+from .root import main
+
+
+@main.group()
+def issue() -> None:
+    """Build, review and adjust the week's issue."""
