@@ -46,6 +46,7 @@ def record(
     session: Session,
     subscriber: Subscriber,
     kind: EventKind,
+    *,
     at: datetime,
     source: str,
     detail: str = "",
@@ -102,11 +103,11 @@ def create(
     )
     session.add(subscriber)
     session.flush()
-    record(session, subscriber, EventKind.SUBSCRIBED, at, source)
+    record(session, subscriber, EventKind.SUBSCRIBED, at=at, source=source)
     if status is SubscriberStatus.UNSUBSCRIBED:
-        record(session, subscriber, EventKind.UNSUBSCRIBED, at, source)
+        record(session, subscriber, EventKind.UNSUBSCRIBED, at=at, source=source)
     elif status is SubscriberStatus.BOUNCED:
-        record(session, subscriber, EventKind.BOUNCED, at, source)
+        record(session, subscriber, EventKind.BOUNCED, at=at, source=source)
     return subscriber
 
 
@@ -150,7 +151,15 @@ def unsubscribe(
     subscriber.status = SubscriberStatus.UNSUBSCRIBED
     subscriber.unsubscribed_at = at
     subscriber.updated_at = at
-    record(session, subscriber, EventKind.UNSUBSCRIBED, at, source, detail, issue_id)
+    record(
+        session,
+        subscriber,
+        EventKind.UNSUBSCRIBED,
+        at=at,
+        source=source,
+        detail=detail,
+        issue_id=issue_id,
+    )
     return True
 
 
@@ -161,7 +170,7 @@ def resubscribe(session: Session, subscriber: Subscriber, *, at: datetime, sourc
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.unsubscribed_at = None
     subscriber.updated_at = at
-    record(session, subscriber, EventKind.RESUBSCRIBED, at, source)
+    record(session, subscriber, EventKind.RESUBSCRIBED, at=at, source=source)
     return True
 
 
@@ -171,7 +180,7 @@ def confirm(session: Session, subscriber: Subscriber, *, at: datetime, source: s
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.confirmed_at = at
     subscriber.updated_at = at
-    record(session, subscriber, EventKind.CONFIRMED, at, source)
+    record(session, subscriber, EventKind.CONFIRMED, at=at, source=source)
     return True
 
 
@@ -188,7 +197,15 @@ def mark_bounced(
         return False
     subscriber.status = SubscriberStatus.BOUNCED
     subscriber.updated_at = at
-    record(session, subscriber, EventKind.BOUNCED, at, source, detail, issue_id)
+    record(
+        session,
+        subscriber,
+        EventKind.BOUNCED,
+        at=at,
+        source=source,
+        detail=detail,
+        issue_id=issue_id,
+    )
     return True
 
 
@@ -207,5 +224,5 @@ def count_by_status(session: Session) -> dict[SubscriberStatus, int]:
         select(Subscriber.status, func.count()).group_by(Subscriber.status)
     ).all()
     counts = dict.fromkeys(SubscriberStatus, 0)
-    counts.update({status: n for status, n in rows})
+    counts.update(dict(rows))
     return counts
