@@ -24,6 +24,7 @@ class InvalidToken(NewsletterError):
 
 
 _SIGNER = {"digest_method": hashlib.sha256}
+VERP_PREFIX = "bounces+"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,20 @@ class Tokens:
         ):
             raise InvalidToken("malformed bounce token")
         return value[0], value[1]
+
+    def verp_sender(self, subscriber_id: int, issue_id: int, domain: str) -> str:
+        """The per-recipient envelope sender, e.g. `bounces+TOKEN@bounce.example.org`."""
+        return f"{VERP_PREFIX}{self.bounce(subscriber_id, issue_id)}@{domain}"
+
+    def read_verp(self, address: str) -> tuple[int, int] | None:
+        """The (subscriber id, issue id) named by a VERP address, or None if it is not ours."""
+        local = address.strip().strip("<>").rpartition("@")[0]
+        if not local.startswith(VERP_PREFIX):
+            return None
+        try:
+            return self.read_bounce(local.removeprefix(VERP_PREFIX))
+        except InvalidToken:
+            return None
 
     def confirm(self, subscriber_id: int, issued_at: datetime) -> str:
         return _sign_at(self._timed("confirm"), subscriber_id, issued_at)
