@@ -149,6 +149,20 @@ class Feed(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
 
 
+class Throttle(Base):
+    """A rate-limit counter shared by every web process: hits since `window_start`.
+
+    `key` is a keyed hash of what is limited (an IP address, a target address), so the table
+    holds no personal data in the clear.
+    """
+
+    __tablename__ = "throttles"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(index=True)
+    hits: Mapped[int] = mapped_column(Integer)
+
+
 class Article(Base):
     __tablename__ = "articles"
 

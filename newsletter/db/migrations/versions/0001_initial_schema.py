@@ -55,6 +55,17 @@ def upgrade() -> None:
         sa.UniqueConstraint("url", name=op.f("uq_feeds_url")),
     )
     op.create_table(
+        "throttles",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("hits", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_throttles")),
+    )
+    with op.batch_alter_table("throttles", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_throttles_window_start"), ["window_start"], unique=False
+        )
+    op.create_table(
         "issues",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("week", sa.String(length=10), nullable=False),
@@ -289,6 +300,10 @@ def downgrade() -> None:
 
     op.drop_table("subscribers")
     op.drop_table("issues")
+    with op.batch_alter_table("throttles", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_throttles_window_start"))
+
+    op.drop_table("throttles")
     op.drop_table("feeds")
     with op.batch_alter_table("articles", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_articles_url"))
