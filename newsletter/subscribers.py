@@ -15,6 +15,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .app import App
 from .db.models import Event, EventKind, Subscriber, SubscriberStatus
 from .errors import InputError, NotFoundError
 
@@ -226,3 +227,27 @@ def count_by_status(session: Session) -> dict[SubscriberStatus, int]:
     counts = dict.fromkeys(SubscriberStatus, 0)
     counts.update(dict(rows))
     return counts
+
+
+def add_address(app: App, email: str, name: str = "") -> Change:
+    with app.transaction() as session:
+        return add(session, email, name=name, at=app.clock.now())
+
+
+def unsubscribe_address(app: App, email: str, source: str = "cli") -> bool:
+    with app.transaction() as session:
+        return unsubscribe(session, get(session, email), at=app.clock.now(), source=source)
+
+
+@dataclass(frozen=True)
+class Listing:
+    email: str
+    name: str
+    status: SubscriberStatus
+    subscribed_at: datetime
+
+
+def listing(app: App, status: SubscriberStatus | None = None) -> Iterator[Listing]:
+    with app.sessions() as session:
+        for s in list_subscribers(session, status):
+            yield Listing(s.email, s.name, s.status, s.subscribed_at)

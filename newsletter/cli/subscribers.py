@@ -2,9 +2,105 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import click
+
+from ..db.models import SubscriberStatus
+from ..subscribers import add_address, listing, unsubscribe_address
+from ..subscribers_csv import ImportReport, export_csv, import_csv
+from .context import CliContext, pass_context
 from .root import main
 
 
 @main.group()
 def subscribers() -> None:
     """Import, export and change the subscriber list."""
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check the file and report; change nothing.")
+@pass_context
+def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
+    """Import subscribers from a CSV file (email, name, status, subscribed_at)."""
+    report = import_csv(ctx.app(), file, dry_run=dry_run)
+    _print_import(report)
+
+
+def _print_import(report: ImportReport) -> None:
+    for notice in report.notices:
+        click.echo(f"Notice: {notice}", err=True)
+    for line, reason in report.reasons:
+        click.echo(f"line {line}: {reason}", err=True)
+    if report.invalid > len(report.reasons):
+        click.echo(f"... and {report.invalid - len(report.reasons)} more invalid rows", err=True)
+    prefix = "Dry run, nothing written: " if report.dry_run else ""
+    click.echo(
+        f"{prefix}added {report.added}, updated {report.updated}, "
+        f"unchanged {report.unchanged}, suppressed {report.suppressed}, "
+        f"invalid {report.invalid}"
+        + (f", duplicates merged {report.merged}" if report.merged else "")
+    )
+
+
+@subscribers.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File.")
+@pass_context
+def export(ctx: CliContext, output: Path | None) -> None:
+    """Write all subscribers as CSV (to standard output without -o)."""
+    if output is None:
+        export_csv(ctx.app(), sys.stdout)
+        return
+    with open(output, "w", encoding="utf-8", newline="") as handle:
+        count = export_csv(ctx.app(), handle)
+    click.echo(f"Wrote {count} subscribers to {output}.", err=True)
+
+
+@subscribers.command()
+@click.argument("email")
+@click.option("--name", default="", help="Display name.")
+@pass_context
+def add(ctx: CliContext, email: str, name: str) -> None:
+    """Add one subscriber, active (an unsubscribed or bounced one stays so)."""
+    change = add_address(ctx.app(), email, name)
+    subscriber = change.subscriber
+    if subscriber.status.suppressed:
+        click.echo(f"{subscriber.email} is {subscriber.status.value}; left unchanged.")
+    elif change.changed:
+        click.echo(f"{subscriber.email} is {subscriber.status.value}.")
+    else:
+        click.echo(f"{subscriber.email} was already {subscriber.status.value}.")
+
+
+@subscribers.command()
+@click.argument("email")
+@pass_context
+def unsubscribe(ctx: CliContext, email: str) -> None:
+    """Unsubscribe one address."""
+    if unsubscribe_address(ctx.app(), email):
+        click.echo(f"Unsubscribed {email.strip()}.")
+    else:
+        click.echo(f"{email.strip()} was not subscribed; nothing changed.")
+
+
+@subscribers.command("list")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in SubscriberStatus]),
+    help="Only subscribers with this status.",
+)
+@pass_context
+def list_(ctx: CliContext, status: str | None) -> None:
+    """Show subscribers as a table."""
+    rows = listing(ctx.app(), SubscriberStatus(status) if status else None)
+    click.echo(f"{'EMAIL':40} {'NAME':28} {'STATUS':12} SUBSCRIBED")
+    count = 0
+    for row in rows:
+        click.echo(
+            f"{row.email[:40]:40} {row.name[:28]:28} {row.status.value:12} "
+            f"{row.subscribed_at:%Y-%m-%d}"
+        )
+        count += 1
+    click.echo(f"{count} subscriber(s)", err=True)
