@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .clock import Clock, SystemClock
 from .config import Settings
 from .db import session as db
+from .fetch import Fetcher, HttpFetcher
 from .transports import Transport, open_transport
 
 
@@ -27,6 +28,7 @@ class App:
     sessions: sessionmaker[Session]
     clock: Clock = field(default_factory=SystemClock)
     _transport: Transport | None = None
+    _fetcher: Fetcher | None = None
 
     @classmethod
     def create(
@@ -35,6 +37,7 @@ class App:
         *,
         clock: Clock | None = None,
         transport: Transport | None = None,
+        fetcher: Fetcher | None = None,
     ) -> App:
         engine = db.make_engine(settings.database.url)
         return cls(
@@ -43,6 +46,7 @@ class App:
             sessions=db.make_sessionmaker(engine),
             clock=clock or SystemClock(),
             _transport=transport,
+            _fetcher=fetcher,
         )
 
     @property
@@ -55,6 +59,14 @@ class App:
                 timeout=self.settings.delivery.timeout,
             )
         return self._transport
+
+    @property
+    def fetcher(self) -> Fetcher:
+        if self._fetcher is None:
+            self._fetcher = HttpFetcher(
+                timeout=self.settings.feeds.timeout, max_bytes=self.settings.feeds.max_bytes
+            )
+        return self._fetcher
 
     @property
     def templates_dirs(self) -> list[Path]:
