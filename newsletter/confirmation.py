@@ -1,0 +1,73 @@
+"""The double opt-in email: one link to confirm, and nothing that could pass for marketing.
+
+It is a transactional message to someone who is not yet on the list, so it carries no
+List-Unsubscribe and no round-up content; ignoring it is how a reader declines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, getaddresses, make_msgid
+
+from jinja2 import Environment
+
+from .config import Settings
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    envelope_from: str
+    recipient: str
+    message: bytes
+
+
+def sender_address(settings: Settings) -> str:
+    """The bare address of `[newsletter] from`, used as the envelope sender."""
+    parsed = getaddresses([settings.newsletter.sender])
+    return parsed[0][1] if parsed else ""
+
+
+def build(
+    settings: Settings,
+    templates: Environment,
+    *,
+    email: str,
+    name: str,
+    confirm_url: str,
+    now: datetime,
+    expires_hours: int,
+) -> Confirmation:
+    """The finished message; CR or LF in any header value is refused, never folded in."""
+    for value in (email, name, settings.newsletter.name, settings.newsletter.sender):
+        if "\r" in value or "\n" in value:
+            raise InputError("a line break is not allowed in a mail header")
+    context = {
+        "newsletter": settings.newsletter,
+        "name": name,
+        "confirm_url": confirm_url,
+        "expires_hours": expires_hours,
+    }
+    sender = sender_address(settings)
+    message = EmailMessage(policy=SMTP)
+    message["From"] = settings.newsletter.sender
+    message["To"] = Address(display_name=name, addr_spec=email)
+    if settings.newsletter.reply_to:
+        message["Reply-To"] = settings.newsletter.reply_to
+    message["Subject"] = f"Please confirm your subscription to {settings.newsletter.name}"
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(
+        templates.get_template("email/confirm.txt.j2").render(context), charset="utf-8"
+    )
+    message.add_alternative(
+        templates.get_template("email/confirm.html.j2").render(context),
+        subtype="html",
+        charset="utf-8",
+    )
+    return Confirmation(envelope_from=sender, recipient=email, message=message.as_bytes())

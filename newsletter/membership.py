@@ -1,0 +1,192 @@
+"""What a reader can do from the web: join with double opt-in, confirm, leave, come back.
+
+Every door here is a signed token or a rate-limited form, and every change goes through the
+rules in `subscribers`, so the web can never make active an address the reader did not
+confirm. Answers never tell a stranger whether an address is already on the list.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from jinja2 import Environment
+
+from . import confirmation, subscribers, throttle
+from .app import App
+from .db.models import Subscriber, SubscriberStatus
+from .errors import DeliveryError
+from .tokens import InvalidToken, Tokens
+
+log = logging.getLogger(__name__)
+
+# The version of the consent wording shown next to the form; stored with each subscriber.
+CONSENT_TEXT = "subscribe-form-1"
+CONFIRMATION_INTERVAL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Reader:
+    """What a page may show about a subscriber: never the full address."""
+
+    id: int
+    masked_email: str
+    status: SubscriberStatus
+
+
+class Answer(enum.Enum):
+    ACCEPTED = "accepted"
+    TOO_MANY_FROM_IP = "too many requests from this network"
+    TOO_MANY_FOR_ADDRESS = "too many requests for this address"
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    answer: Answer
+    retry_after: timedelta = timedelta(0)
+
+
+def mask(email: str) -> str:
+    """`jane@example.org` -> `j***@example.org`: enough to recognise, too little to harvest."""
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def _reader(subscriber: Subscriber) -> Reader:
+    return Reader(subscriber.id, mask(subscriber.email), subscriber.status)
+
+
+def look_up(app: App, tokens: Tokens, token: str) -> Reader:
+    """Read-only: what the landing page of an unsubscribe link shows."""
+    subscriber_id = tokens.read_unsubscribe(token)
+    with app.transaction() as session:
+        return _reader(_subscriber(session.get(Subscriber, subscriber_id)))
+
+
+def unsubscribe(app: App, tokens: Tokens, token: str, *, source: str) -> Reader:
+    """Idempotent: an address already unsubscribed or bounced stays as it is."""
+    subscriber_id = tokens.read_unsubscribe(token)
+    with app.transaction() as session:
+        subscriber = _subscriber(session.get(Subscriber, subscriber_id, with_for_update=True))
+        subscribers.unsubscribe(session, subscriber, at=app.clock.now(), source=source)
+        return _reader(subscriber)
+
+
+def resubscribe(app: App, tokens: Tokens, token: str) -> Reader:
+    """Undo a mistaken unsubscribe; a bounced address is left bounced."""
+    subscriber_id = tokens.read_unsubscribe(token)
+    with app.transaction() as session:
+        subscriber = _subscriber(session.get(Subscriber, subscriber_id, with_for_update=True))
+        subscribers.resubscribe(session, subscriber, at=app.clock.now(), source="page")
+        return _reader(subscriber)
+
+
+def _subscriber(subscriber: Subscriber | None) -> Subscriber:
+    if subscriber is None:
+        raise InvalidToken("this link does not belong to any subscriber")
+    return subscriber
+
+
+def request_subscription(
+    app: App,
+    tokens: Tokens,
+    templates: Environment,
+    *,
+    email: str,
+    name: str,
+    ip: str,
+    honeypot: str,
+) -> SignupResult:
+    """Record a pending subscriber and mail a confirmation link, within the rate limits.
+
+    New, pending, active and suppressed addresses all get the same answer; only a pending
+    one is mailed, at most once per `CONFIRMATION_INTERVAL`. Raises `InputError` for an
+    address or name that cannot be valid, and `DeliveryError` when the mail could not go out
+    (the address's limit is then released so the reader can simply try again).
+    """
+    if honeypot:
+        return SignupResult(Answer.ACCEPTED)
+    address = subscribers.normalise_email(email)
+    clean_name = subscribers.clean_name(name)
+    settings = app.settings
+    now = app.clock.now()
+    secret = settings.secrets.secret_keys[0]
+    per_ip = throttle.Limit("ip", settings.web.subscribe_per_ip_per_hour, timedelta(hours=1))
+    per_address = throttle.Limit("address", 1, CONFIRMATION_INTERVAL)
+    address_key = throttle.key_for(secret, per_address, address)
+    with app.transaction() as session:
+        verdict = throttle.hit(session, throttle.key_for(secret, per_ip, ip), per_ip, now=now)
+        if not verdict.allowed:
+            return SignupResult(Answer.TOO_MANY_FROM_IP, verdict.retry_after)
+    with app.transaction() as session:
+        verdict = throttle.hit(session, address_key, per_address, now=now)
+        if not verdict.allowed:
+            return SignupResult(Answer.TOO_MANY_FOR_ADDRESS, verdict.retry_after)
+        subscriber = subscribers.find(session, address)
+        if subscriber is None:
+            subscriber = subscribers.create(
+                session,
+                address,
+                name=clean_name,
+                status=SubscriberStatus.PENDING,
+                at=now,
+                source="form",
+                ip=ip,
+            )
+            subscriber.consent_text = CONSENT_TEXT
+        last_sent = subscriber.last_confirmation_sent_at
+        if subscriber.status is not SubscriberStatus.PENDING or (
+            last_sent is not None and now - last_sent < CONFIRMATION_INTERVAL
+        ):
+            return SignupResult(Answer.ACCEPTED)
+        subscriber.last_confirmation_sent_at = now
+        subscriber_id, recipient, recipient_name = subscriber.id, subscriber.email, subscriber.name
+    message = confirmation.build(
+        settings,
+        templates,
+        email=recipient,
+        name=recipient_name,
+        confirm_url=confirm_url(app, tokens, subscriber_id),
+        now=now,
+        expires_hours=settings.web.confirm_hours,
+    )
+    try:
+        with app.transport.connect() as connection:
+            connection.send(message.envelope_from, message.recipient, message.message)
+    except DeliveryError:
+        with app.transaction() as session:
+            throttle.release(session, address_key)
+            pending = session.get(Subscriber, subscriber_id)
+            if pending is not None:
+                pending.last_confirmation_sent_at = last_sent
+        raise
+    log.info("confirmation sent subscriber_id=%s", subscriber_id)
+    return SignupResult(Answer.ACCEPTED)
+
+
+def confirm_url(app: App, tokens: Tokens, subscriber_id: int) -> str:
+    token = tokens.confirm(subscriber_id, app.clock.now())
+    return f"{app.settings.newsletter.base_url.rstrip('/')}/confirm/{token}"
+
+
+def _confirm_id(app: App, tokens: Tokens, token: str) -> int:
+    max_age = timedelta(hours=app.settings.web.confirm_hours)
+    return tokens.read_confirm(token, app.clock.now(), max_age)
+
+
+def check_confirmation(app: App, tokens: Tokens, token: str) -> Reader:
+    """Read-only: a link scanner that follows the emailed link confirms nothing."""
+    subscriber_id = _confirm_id(app, tokens, token)
+    with app.transaction() as session:
+        return _reader(_subscriber(session.get(Subscriber, subscriber_id)))
+
+
+def confirm(app: App, tokens: Tokens, token: str) -> Reader:
+    """Make a pending subscriber active; a suppressed one is not brought back this way."""
+    subscriber_id = _confirm_id(app, tokens, token)
+    with app.transaction() as session:
+        subscriber = _subscriber(session.get(Subscriber, subscriber_id, with_for_update=True))
+        subscribers.confirm(session, subscriber, at=app.clock.now(), source="form")
+        return _reader(subscriber)

@@ -1,0 +1,629 @@
+"""The web endpoints through Flask's test client, against a real migrated database.
+
+Mail goes through the outbox transport, so every confirmation the app sends is a real .eml
+file on disk that the tests read back and follow.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from werkzeug.test import TestResponse
+
+from newsletter import subscribers
+from newsletter.app import App
+from newsletter.clock import FixedClock
+from newsletter.config import Secrets, Settings, WebSettings
+from newsletter.confirmation import build as build_confirmation
+from newsletter.db.models import (
+    Event,
+    EventKind,
+    Issue,
+    IssueStatus,
+    Subscriber,
+    SubscriberStatus,
+    Throttle,
+)
+from newsletter.errors import ConfigError, InputError
+from newsletter.tokens import Tokens
+from newsletter.web import create_app, template_environment
+from tests.conftest import SECRET_KEY, Cli
+
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+@pytest.fixture
+def client(app: App) -> FlaskClient:
+    return create_app(app).test_client()
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> Tokens:
+    return Tokens(settings.secrets.secret_keys, settings.list_id)
+
+
+@pytest.fixture
+def outbox(settings: Settings) -> Path:
+    return Path(settings.delivery.transport.removeprefix("outbox:"))
+
+
+def add(
+    app: App,
+    address: str,
+    status: SubscriberStatus = SubscriberStatus.ACTIVE,
+    name: str = "",
+) -> int:
+    with app.transaction() as session:
+        subscriber = subscribers.create(
+            session, address, name=name, status=status, at=app.clock.now(), source="test"
+        )
+        return subscriber.id
+
+
+def standing(app: App, address: str) -> Subscriber | None:
+    with app.transaction() as session:
+        return subscribers.find(session, address)
+
+
+def status_of(app: App, address: str) -> SubscriberStatus:
+    subscriber = standing(app, address)
+    assert subscriber is not None, address
+    return subscriber.status
+
+
+def events(app: App, subscriber_id: int) -> list[tuple[EventKind, str]]:
+    with app.transaction() as session:
+        rows = session.execute(
+            select(Event.kind, Event.source)
+            .where(Event.subscriber_id == subscriber_id)
+            .order_by(Event.id)
+        ).all()
+    return [(kind, source) for kind, source in rows]
+
+
+def snapshot(app: App) -> tuple[object, ...]:
+    """Everything a request could change: subscribers, events, throttle counters."""
+    with app.transaction() as session:
+        people = session.execute(
+            select(
+                Subscriber.id,
+                Subscriber.status,
+                Subscriber.updated_at,
+                Subscriber.confirmed_at,
+                Subscriber.unsubscribed_at,
+                Subscriber.last_confirmation_sent_at,
+            ).order_by(Subscriber.id)
+        ).all()
+        return (
+            tuple(people),
+            session.scalar(select(func.count()).select_from(Event)),
+            session.scalar(select(func.count()).select_from(Throttle)),
+        )
+
+
+def mails(outbox: Path) -> list[EmailMessage]:
+    if not outbox.exists():
+        return []
+    found = []
+    for path in sorted(outbox.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        found.append(message)
+    return found
+
+
+def confirm_link(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    match = re.search(r"https?://\S+/confirm/\S+", body.get_content())
+    assert match, "no confirmation link in the text part"
+    return match.group(0)
+
+
+def subscribe(
+    client: FlaskClient, address: str, ip: str = "198.51.100.1", **extra: str
+) -> TestResponse:
+    return client.post(
+        "/subscribe",
+        data={"email": address, "name": "", **extra},
+        environ_base={"REMOTE_ADDR": ip},
+    )
+
+
+def path_of(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
+
+
+# Unsubscribe --------------------------------------------------------------------------------
+
+
+def test_get_unsubscribe_page_changes_nothing_and_masks_the_address(
+    app: App, client: FlaskClient, tokens: Tokens
+) -> None:
+    subscriber_id = add(app, "jane.doe@example.org")
+    before = snapshot(app)
+
+    for _ in range(3):
+        response = client.get(f"/u/{tokens.unsubscribe(subscriber_id)}")
+        assert response.status_code == 200
+
+    page = response.get_data(as_text=True)
+    assert "The Weekly Round-up" in page
+    assert "j***@example.org" in page
+    assert "jane.doe" not in page
+    assert re.search(r'<form method="post"[^>]*>\s*<input type="hidden" name="action"', page)
+    assert ">Unsubscribe</button>" in page
+    assert snapshot(app) == before
+
+
+@pytest.mark.parametrize("encoding", ["application/x-www-form-urlencoded", "multipart/form-data"])
+def test_one_click_post_unsubscribes_idempotently_without_redirect_or_cookie(
+    app: App, client: FlaskClient, tokens: Tokens, encoding: str
+) -> None:
+    subscriber_id = add(app, "reader@example.org")
+    url = f"/u/{tokens.unsubscribe(subscriber_id)}"
+
+    responses = [client.post(url, data=ONE_CLICK, content_type=encoding) for _ in range(2)]
+
+    for response in responses:
+        assert response.status_code == 200
+        assert "Location" not in response.headers
+        assert "Set-Cookie" not in response.headers
+        assert len(response.get_data()) < 100
+    subscriber = standing(app, "reader@example.org")
+    assert subscriber is not None
+    assert subscriber.status is SubscriberStatus.UNSUBSCRIBED
+    assert subscriber.unsubscribed_at == app.clock.now()
+    assert events(app, subscriber_id)[1:] == [(EventKind.UNSUBSCRIBED, "one-click")]
+
+
+def test_one_click_works_without_any_other_request_context(
+    app: App, client: FlaskClient, tokens: Tokens
+) -> None:
+    """No Origin, no Referer, no cookie, no CSRF token: what a mail provider sends."""
+    subscriber_id = add(app, "reader@example.org")
+    response = client.post(
+        f"/u/{tokens.unsubscribe(subscriber_id)}",
+        data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+        headers={"Origin": "https://mail.example.com"},
+    )
+    assert response.status_code == 200
+    assert status_of(app, "reader@example.org") is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_landing_page_buttons_unsubscribe_then_resubscribe(
+    app: App, client: FlaskClient, tokens: Tokens, clock: FixedClock
+) -> None:
+    subscriber_id = add(app, "jane@example.org")
+    url = f"/u/{tokens.unsubscribe(subscriber_id)}"
+
+    response = client.post(url, data={"action": "unsubscribe"})
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "You are unsubscribed" in page
+    assert ">Resubscribe</button>" in page
+    assert 'name="action" value="resubscribe"' in page
+    assert status_of(app, "jane@example.org") is SubscriberStatus.UNSUBSCRIBED
+
+    clock.advance(60)
+    response = client.post(url, data={"action": "resubscribe"})
+    assert response.status_code == 200
+    assert "Welcome back" in response.get_data(as_text=True)
+    assert status_of(app, "jane@example.org") is SubscriberStatus.ACTIVE
+    assert events(app, subscriber_id)[1:] == [
+        (EventKind.UNSUBSCRIBED, "page"),
+        (EventKind.RESUBSCRIBED, "page"),
+    ]
+
+
+def test_a_bounced_address_is_not_resubscribed_from_the_page(
+    app: App, client: FlaskClient, tokens: Tokens
+) -> None:
+    subscriber_id = add(app, "gone@example.org", SubscriberStatus.BOUNCED)
+    response = client.post(
+        f"/u/{tokens.unsubscribe(subscriber_id)}", data={"action": "resubscribe"}
+    )
+    assert response.status_code == 200
+    assert "cannot resubscribe" in response.get_data(as_text=True)
+    assert status_of(app, "gone@example.org") is SubscriberStatus.BOUNCED
+
+
+def test_post_without_a_known_action_changes_nothing(
+    app: App, client: FlaskClient, tokens: Tokens
+) -> None:
+    subscriber_id = add(app, "reader@example.org")
+    before = snapshot(app)
+    response = client.post(f"/u/{tokens.unsubscribe(subscriber_id)}", data={"action": "delete"})
+    assert response.status_code == 400
+    assert snapshot(app) == before
+
+
+def bad_tokens(tokens: Tokens, subscriber_id: int, app: App) -> Iterator[str]:
+    good = tokens.unsubscribe(subscriber_id)
+    yield good[:-1] + ("A" if good[-1] != "A" else "B")  # tampered signature
+    yield good[: len(good) // 2]  # truncated
+    yield "1" + good  # altered payload
+    yield tokens.unsubscribe(subscriber_id + 1000)  # well signed, nobody
+    yield Tokens(("some-other-key",), tokens.list_id).unsubscribe(subscriber_id)  # foreign key
+    yield Tokens(tokens.secret_keys, "other.example.org").unsubscribe(subscriber_id)  # other list
+    yield tokens.confirm(subscriber_id, app.clock.now())  # right key, wrong purpose
+
+
+def test_bad_tokens_get_a_friendly_404_and_change_nothing(
+    app: App, client: FlaskClient, tokens: Tokens
+) -> None:
+    subscriber_id = add(app, "reader@example.org")
+    before = snapshot(app)
+    for token in bad_tokens(tokens, subscriber_id, app):
+        page = client.get(f"/u/{token}")
+        assert page.status_code == 404, token
+        assert "This link is not valid" in page.get_data(as_text=True)
+        assert client.post(f"/u/{token}", data=ONE_CLICK).status_code == 404
+        assert client.post(f"/u/{token}", data={"action": "unsubscribe"}).status_code == 404
+    assert snapshot(app) == before
+
+
+def test_links_signed_with_a_rotated_out_key_keep_working(
+    app: App, settings: Settings, tokens: Tokens
+) -> None:
+    subscriber_id = add(app, "reader@example.org")
+    old_link = f"/u/{tokens.unsubscribe(subscriber_id)}"
+    rotated = replace(settings, secrets=Secrets(secret_keys=("a-new-key", SECRET_KEY)))
+    with_new_key = App(rotated, app.engine, app.sessions, app.clock)
+
+    response = create_app(with_new_key).test_client().post(old_link, data=ONE_CLICK)
+
+    assert response.status_code == 200
+    assert status_of(app, "reader@example.org") is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_pages_carry_security_headers_and_never_a_cookie(
+    app: App, client: FlaskClient, tokens: Tokens
+) -> None:
+    subscriber_id = add(app, "reader@example.org")
+    token = tokens.unsubscribe(subscriber_id)
+    responses = [
+        client.get("/subscribe"),
+        client.get(f"/u/{token}"),
+        client.get("/u/not-a-token"),
+        client.get("/archive/"),
+        client.get("/nowhere"),
+        client.post(f"/u/{token}", data={"action": "unsubscribe"}),
+        subscribe(client, "new@example.org"),
+    ]
+    for response in responses:
+        assert "Set-Cookie" not in response.headers
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        csp = response.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp
+        assert "script-src" not in csp
+    assert responses[1].headers["Cache-Control"] == "no-store"
+    assert client.get("/style.css").mimetype == "text/css"
+
+
+# Subscribe ----------------------------------------------------------------------------------
+
+
+def test_subscribe_form_has_a_hidden_honeypot_consent_text_and_no_ticked_box(
+    client: FlaskClient,
+) -> None:
+    page = client.get("/subscribe").get_data(as_text=True)
+    assert 'name="email"' in page
+    assert 'name="name"' in page
+    assert re.search(r'<div class="trap" aria-hidden="true">.*name="website"', page, re.DOTALL)
+    assert "checked" not in page
+    assert "consent" in page
+
+
+def test_subscribe_creates_a_pending_subscriber_with_consent_and_mails_a_confirmation(
+    app: App, client: FlaskClient, outbox: Path
+) -> None:
+    response = subscribe(client, "  Jane@Example.ORG ", ip="203.0.113.7", name="Jane Roe")
+
+    assert response.status_code == 200
+    assert "Check your inbox" in response.get_data(as_text=True)
+    subscriber = standing(app, "jane@example.org")
+    assert subscriber is not None
+    assert subscriber.status is SubscriberStatus.PENDING
+    assert subscriber.name == "Jane Roe"
+    assert (subscriber.consent_source, subscriber.consent_ip) == ("form", "203.0.113.7")
+    assert subscriber.consent_text
+    assert subscriber.subscribed_at == app.clock.now()
+    assert subscriber.last_confirmation_sent_at == app.clock.now()
+    [message] = mails(outbox)
+    assert message["To"] == "Jane Roe <jane@example.org>"
+    assert "confirm" in message["Subject"].lower()
+    assert message["List-Unsubscribe"] is None
+    assert message.get_content_type() == "multipart/alternative"
+    html = message.get_body(("html",))
+    assert html is not None
+    assert confirm_link(message) in html.get_content()
+
+
+def test_the_answer_is_the_same_for_new_pending_active_and_suppressed_addresses(
+    app: App, client: FlaskClient, outbox: Path
+) -> None:
+    add(app, "pending@example.org", SubscriberStatus.PENDING)
+    add(app, "active@example.org", SubscriberStatus.ACTIVE)
+    add(app, "left@example.org", SubscriberStatus.UNSUBSCRIBED)
+    add(app, "bounced@example.org", SubscriberStatus.BOUNCED)
+    addresses = ["new", "pending", "active", "left", "bounced"]
+
+    answers = [
+        subscribe(client, f"{who}@example.org", ip=f"198.51.100.{n}")
+        for n, who in enumerate(addresses)
+    ]
+
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.get_data() for a in answers}) == 1
+    assert sorted(str(m["To"]) for m in mails(outbox)) == ["new@example.org", "pending@example.org"]
+    for who, status in [("active", "active"), ("left", "unsubscribed"), ("bounced", "bounced")]:
+        assert status_of(app, f"{who}@example.org") == status
+
+
+def test_a_filled_honeypot_is_dropped_silently(app: App, client: FlaskClient, outbox: Path) -> None:
+    genuine = subscribe(client, "human@example.org", ip="198.51.100.1")
+    before = snapshot(app)
+
+    trapped = subscribe(client, "bot@example.org", ip="198.51.100.2", website="http://spam.test")
+
+    assert trapped.status_code == 200
+    assert trapped.get_data() == genuine.get_data()
+    assert standing(app, "bot@example.org") is None
+    assert snapshot(app) == before
+    assert [str(m["To"]) for m in mails(outbox)] == ["human@example.org"]
+
+
+@pytest.mark.parametrize("address", ["", "not-an-address", "a@b", "x" * 400 + "@example.org"])
+def test_an_invalid_address_redisplays_the_form_and_stores_nothing(
+    app: App, client: FlaskClient, address: str
+) -> None:
+    before = snapshot(app)
+    response = subscribe(client, address)
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert 'role="alert"' in page
+    assert 'name="email"' in page
+    assert snapshot(app) == before
+
+
+def test_a_line_break_in_the_name_never_reaches_a_header(client: FlaskClient, outbox: Path) -> None:
+    subscribe(client, "jane@example.org", name="Jane\r\nBcc: victim@example.net")
+    [message] = mails(outbox)
+    assert message["Bcc"] is None
+    assert "victim@example.net" not in str(message["To"]).splitlines()[0].split("<")[1]
+
+
+def test_the_confirmation_builder_refuses_cr_lf_in_headers(app: App) -> None:
+    with pytest.raises(InputError):
+        build_confirmation(
+            app.settings,
+            template_environment(app),
+            email="jane@example.org",
+            name="x\r\nBcc: evil@example.org",
+            confirm_url="https://news.example.org/confirm/t",
+            now=app.clock.now(),
+            expires_hours=48,
+        )
+
+
+def test_too_many_requests_from_one_ip_get_429_until_the_hour_is_over(
+    app: App, client: FlaskClient, clock: FixedClock, outbox: Path
+) -> None:
+    limit = app.settings.web.subscribe_per_ip_per_hour
+    for n in range(limit):
+        assert subscribe(client, f"reader{n}@example.org", ip="192.0.2.9").status_code == 200
+
+    refused = subscribe(client, "one-more@example.org", ip="192.0.2.9")
+
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= 3601
+    assert standing(app, "one-more@example.org") is None
+    assert len(mails(outbox)) == limit
+    assert subscribe(client, "elsewhere@example.org", ip="192.0.2.10").status_code == 200
+    clock.advance(3601)
+    assert subscribe(client, "one-more@example.org", ip="192.0.2.9").status_code == 200
+
+
+def test_one_confirmation_per_address_per_day(
+    app: App, client: FlaskClient, clock: FixedClock, outbox: Path
+) -> None:
+    assert subscribe(client, "target@example.org", ip="192.0.2.1").status_code == 200
+    clock.advance(3600 * 23)
+
+    refused = subscribe(client, "TARGET@example.org", ip="192.0.2.2")
+
+    assert refused.status_code == 429
+    [first] = mails(outbox)
+    first_link = confirm_link(first)
+    clock.advance(3601)
+    assert subscribe(client, "target@example.org", ip="192.0.2.3").status_code == 200
+    [again] = mails(outbox)  # the outbox keeps one file per recipient: this is the new one
+    assert confirm_link(again) != first_link
+    target = standing(app, "target@example.org")
+    assert target is not None
+    assert target.last_confirmation_sent_at == clock.now()
+
+
+def test_the_address_limit_does_not_reveal_who_is_subscribed(app: App, client: FlaskClient) -> None:
+    add(app, "active@example.org")
+    first = [
+        subscribe(client, a, ip="192.0.2.1") for a in ("active@example.org", "new@example.org")
+    ]
+    second = [
+        subscribe(client, a, ip="192.0.2.2") for a in ("active@example.org", "new@example.org")
+    ]
+    assert [r.status_code for r in first] == [200, 200]
+    assert [r.status_code for r in second] == [429, 429]
+    assert second[0].get_data() == second[1].get_data()
+
+
+def test_per_ip_limit_comes_from_the_settings(app: App, settings: Settings) -> None:
+    strict = replace(settings, web=WebSettings(subscribe_per_ip_per_hour=1))
+    client = create_app(App(strict, app.engine, app.sessions, app.clock)).test_client()
+    assert subscribe(client, "a@example.org", ip="192.0.2.1").status_code == 200
+    assert subscribe(client, "b@example.org", ip="192.0.2.1").status_code == 429
+
+
+# Confirm ------------------------------------------------------------------------------------
+
+
+def test_confirm_get_shows_a_button_and_post_confirms(
+    app: App, client: FlaskClient, clock: FixedClock, outbox: Path
+) -> None:
+    subscribe(client, "jane@example.org", ip="203.0.113.7")
+    link = path_of(confirm_link(mails(outbox)[0]))
+    clock.advance(3600)
+    before = snapshot(app)
+
+    page = client.get(link)
+
+    assert page.status_code == 200
+    assert re.search(r'<form method="post" action="">\s*<button', page.get_data(as_text=True))
+    assert "j***@example.org" in page.get_data(as_text=True)
+    assert snapshot(app) == before
+    confirmed = client.post(link)
+    assert confirmed.status_code == 200
+    assert "You are subscribed" in confirmed.get_data(as_text=True)
+    subscriber = standing(app, "jane@example.org")
+    assert subscriber is not None
+    assert subscriber.status is SubscriberStatus.ACTIVE
+    assert subscriber.confirmed_at == clock.now()
+    assert subscriber.consent_ip == "203.0.113.7"
+    assert [e for e in events(app, subscriber.id) if e[0] is EventKind.CONFIRMED] == [
+        (EventKind.CONFIRMED, "form")
+    ]
+    assert client.post(link).status_code == 200  # a second click is harmless
+    assert len(events(app, subscriber.id)) == 2
+
+
+def test_confirmation_links_expire_after_48_hours(
+    app: App, client: FlaskClient, clock: FixedClock, outbox: Path
+) -> None:
+    subscribe(client, "late@example.org")
+    link = path_of(confirm_link(mails(outbox)[0]))
+    clock.advance(48 * 3600 + 1)
+
+    for response in (client.get(link), client.post(link)):
+        assert response.status_code == 404
+        assert "expired" in response.get_data(as_text=True)
+    assert status_of(app, "late@example.org") is SubscriberStatus.PENDING
+
+
+def test_a_confirmation_link_does_not_bring_back_an_unsubscribed_reader(
+    app: App, client: FlaskClient, tokens: Tokens, outbox: Path
+) -> None:
+    subscribe(client, "jane@example.org")
+    link = path_of(confirm_link(mails(outbox)[0]))
+    client.post(link)
+    subscriber = standing(app, "jane@example.org")
+    assert subscriber is not None
+    client.post(f"/u/{tokens.unsubscribe(subscriber.id)}", data=ONE_CLICK)
+
+    assert client.post(link).status_code == 404
+    assert status_of(app, "jane@example.org") is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_unsubscribe_tokens_do_not_confirm(app: App, client: FlaskClient, tokens: Tokens) -> None:
+    subscriber_id = add(app, "pending@example.org", SubscriberStatus.PENDING)
+    assert client.post(f"/confirm/{tokens.unsubscribe(subscriber_id)}").status_code == 404
+    assert status_of(app, "pending@example.org") is SubscriberStatus.PENDING
+
+
+# Archive ------------------------------------------------------------------------------------
+
+
+def make_issue(app: App, week: str, status: IssueStatus, body: str) -> None:
+    now = app.clock.now()
+    with app.transaction() as session:
+        session.add(
+            Issue(
+                week=week,
+                status=status,
+                subject=f"Round-up {week}",
+                web_html=f"<!doctype html><html><body><h1>{body}</h1></body></html>",
+                created_at=now,
+                sent_at=now if status is IssueStatus.SENT else None,
+            )
+        )
+
+
+def test_archive_lists_sent_issues_newest_first_and_shows_them(
+    app: App, client: FlaskClient
+) -> None:
+    make_issue(app, "2024-W46", IssueStatus.SENT, "Forty-six")
+    make_issue(app, "2024-W47", IssueStatus.SENT, "Forty-seven")
+    make_issue(app, "2024-W48", IssueStatus.DRAFT, "Not yet")
+
+    listing = client.get("/archive/").get_data(as_text=True)
+
+    assert listing.index("/archive/2024-W47") < listing.index("/archive/2024-W46")
+    assert "2024-W48" not in listing
+    assert "Week of 18 November 2024" in listing
+    issue = client.get("/archive/2024-W47")
+    assert issue.status_code == 200
+    assert "Forty-seven" in issue.get_data(as_text=True)
+    assert "script-src" not in issue.headers["Content-Security-Policy"]
+    assert client.get("/archive/2024w47").status_code == 200
+    for missing in ("2024-W48", "2024-W45", "2024-W99", "latest"):
+        assert client.get(f"/archive/{missing}").status_code == 404
+
+
+def test_archive_pages_hold_no_personal_data(app: App, client: FlaskClient, tokens: Tokens) -> None:
+    subscriber_id = add(app, "private.person@example.org", name="Private Person")
+    make_issue(app, "2024-W47", IssueStatus.SENT, "Forty-seven")
+    pages = [client.get("/archive/"), client.get("/archive/2024-W47")]
+    for page in pages:
+        text = page.get_data(as_text=True)
+        assert "private.person" not in text
+        assert "Private Person" not in text
+        assert tokens.unsubscribe(subscriber_id) not in text
+        assert "Set-Cookie" not in page.headers
+
+
+def test_an_empty_archive_says_so(client: FlaskClient) -> None:
+    assert "No issue has been sent yet" in client.get("/archive/").get_data(as_text=True)
+
+
+# Start-up -----------------------------------------------------------------------------------
+
+
+def test_the_app_refuses_to_start_without_a_secret_key(app: App, settings: Settings) -> None:
+    keyless = replace(settings, secrets=Secrets())
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
+        create_app(App(keyless, app.engine, app.sessions, app.clock))
+
+
+def test_create_app_without_arguments_reads_the_environment(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_CONFIG", "")
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    monkeypatch.delenv("NEWSLETTER_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
+        create_app()
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET_KEY)
+    web = create_app()
+    try:
+        assert web.test_client().get("/subscribe").status_code == 200
+    finally:
+        web.extensions["newsletter"].close()
+
+
+def test_serve_without_a_secret_key_exits_with_one_line(cli: Cli) -> None:
+    result = cli("serve", "--port", "1", env={"NEWSLETTER_SECRET_KEY": ""})
+    assert result.exit_code == 1
+    assert "NEWSLETTER_SECRET_KEY is not set" in result.output
+    assert "Traceback" not in result.output
