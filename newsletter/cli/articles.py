@@ -1,5 +1,66 @@
-"""Commands for articles; registered on `main` by importing this module."""
+"""`newsletter articles fetch|list`."""
 
 from __future__ import annotations
 
-from .root import main  # noqa: F401
+import click
+
+from ..articles import FeedReport, fetch_sources, list_articles
+from ..errors import UsageError
+from ..weeks import Week
+from .context import CliContext, pass_context
+from .issue import week_option
+from .root import main
+
+
+@main.group()
+def articles() -> None:
+    """Read the publication's feeds and look at the stored articles."""
+
+
+@articles.command()
+@click.argument("sources", nargs=-1, metavar="[SOURCE]...")
+@pass_context
+def fetch(ctx: CliContext, sources: tuple[str, ...]) -> None:
+    """Ingest feeds: each SOURCE is a URL or a file (default: [feeds] urls).
+
+    Exits with status 1 when any feed failed; the others are still stored.
+    """
+    chosen = sources or ctx.settings.feeds.urls
+    if not chosen:
+        raise UsageError("no SOURCE given and [feeds] urls is empty")
+    reports = fetch_sources(ctx.app(), chosen)
+    for report in reports:
+        if report.ok:
+            click.echo(_summary(report))
+        else:
+            click.echo(f"error: {report.source}: {report.error}", err=True)
+    if not all(report.ok for report in reports):
+        raise click.exceptions.Exit(1)
+
+
+def _summary(report: FeedReport) -> str:
+    if report.not_modified:
+        return f"{report.source}: not modified"
+    parts = [f"{report.new} new", f"{report.updated} updated", f"{report.unchanged} unchanged"]
+    if report.kept:
+        parts.append(f"{report.kept} already sent (left as sent)")
+    if report.skipped:
+        parts.append(f"{report.skipped} skipped (no link or title)")
+    return f"{report.source}: {', '.join(parts)}"
+
+
+@articles.command(name="list")
+@week_option
+@pass_context
+def list_command(ctx: CliContext, week: Week | None) -> None:
+    """The articles published in the week, newest first."""
+    chosen, rows = list_articles(ctx.app(), week)
+    zone = ctx.settings.newsletter.zone
+    if not rows:
+        click.echo(f"No articles published in {chosen}.")
+    for row in rows:
+        local = row.published_at.astimezone(zone)
+        click.echo(
+            f"{row.id:>5}  {local:%a %Y-%m-%d %H:%M}  {row.section or '-':<13} "
+            f"{row.kicker or '-':<9} {row.title}  <{row.url}>"
+        )
