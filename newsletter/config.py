@@ -37,6 +37,10 @@ class NewsletterSettings:
     background_color: str = "#f4f1ea"
     heading_font: str = "Georgia, 'Times New Roman', serif"
     body_font: str = "Helvetica, Arial, sans-serif"
+    muted_color: str = "#5c574f"
+    logo_width: int = 220
+    tagline: str = "The week's essential reading on world affairs"
+    website_url: str = ""
 
     @property
     def zone(self) -> ZoneInfo:
