@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -70,7 +71,7 @@ def process_bounces(app: App, source: str) -> BounceReport:
         try:
             reading = dsn.read(raw.data)
         except Unreadable as exc:
-            report.problems.append(Problem(raw.name, exc.message))
+            report.problems.append(Problem(_name(raw), exc.message))
             continue
         _process(app, tokens, raw, reading, report)
     log.info(
@@ -86,12 +87,11 @@ def process_bounces(app: App, source: str) -> BounceReport:
 def _process(
     app: App, tokens: Tokens, raw: RawMessage, reading: Reading, report: BounceReport
 ) -> None:
-    name = f"{raw.name} {reading.message_id}"
     try:
         with app.transaction() as session:
             target = _identify(session, tokens, reading)
             if target is None:
-                report.problems.append(Problem(name, _unknown(reading)))
+                report.problems.append(Problem(_name(raw), _unknown(reading)))
                 return
             outcome, suppressed = _apply(app, session, reading, target)
     except IntegrityError:
@@ -99,6 +99,13 @@ def _process(
         outcome, suppressed = DUPLICATE, False
     report.outcomes[outcome] += 1
     report.suppressed += int(suppressed)
+
+
+def _name(raw: RawMessage) -> str:
+    """Where the message sits and its Message-ID, so the operator can find it."""
+    headers = BytesHeaderParser().parsebytes(raw.data)
+    message_id = " ".join(str(headers.get("message-id", "")).split())
+    return f"{raw.name} {message_id}" if message_id else raw.name
 
 
 def _unknown(reading: Reading) -> str:

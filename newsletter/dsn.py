@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import enum
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -54,6 +55,10 @@ class Reading:
 
 
 # Headers where the address a bounce was delivered to (our VERP sender) shows up.
+# flufl.bounce logs a traceback for each detector that trips over a malformed message; we
+# report those messages ourselves, as one line each.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+
 _ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _MAILTO_TOKEN = re.compile(r"\bunsubscribe-([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")

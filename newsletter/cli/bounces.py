@@ -1,5 +1,45 @@
-"""Commands for bounces; registered on `main` by importing this module."""
+"""`newsletter bounces process SOURCE`."""
 
 from __future__ import annotations
 
-from .root import main  # noqa: F401
+import click
+
+from ..bounces import BounceReport, process_bounces
+from .context import CliContext, pass_context
+from .root import main
+
+
+@main.group()
+def bounces() -> None:
+    """Read bounce reports, complaints and mailto unsubscribes."""
+
+
+@bounces.command()
+@click.argument("source")
+@pass_context
+def process(ctx: CliContext, source: str) -> None:
+    """Process SOURCE: an mbox file, a Maildir folder, or imaps://user@host/INBOX.
+
+    The IMAP password is read from NEWSLETTER_IMAP_PASSWORD. Running it again on the same
+    mailbox changes nothing more.
+    """
+    _print(process_bounces(ctx.app(), source))
+
+
+def _print(report: BounceReport) -> None:
+    for problem in report.problems:
+        click.echo(f"not processed: {problem.message}: {problem.reason}", err=True)
+    counts = report.outcomes
+    click.echo(
+        f"Read {report.messages} message(s): {counts['hard']} hard bounce(s), "
+        f"{counts['soft']} soft, {counts['policy']} policy rejection(s), "
+        f"{counts['complaint']} complaint(s), {counts['unsubscribe']} unsubscribe request(s), "
+        f"{counts['duplicate']} already processed, {len(report.problems)} not understood; "
+        f"{report.suppressed} address(es) newly suppressed."
+    )
+    if counts["policy"]:
+        click.echo(
+            "Policy rejections (5.7.x) are about the sender, not the address: check the "
+            "sending IP's reputation and SPF/DKIM/DMARC.",
+            err=True,
+        )
