@@ -182,7 +182,11 @@ def _entry(
 
 
 def _parse_xml(data: bytes, source_url: str, options: FeedOptions) -> ParsedFeed:
-    headers = {"content-location": source_url} if safe_url(source_url, "", IMAGE_SCHEMES) else {}
+    # feedparser resolves xml:base and relative links against content-location; the
+    # content type tells it to take the encoding from the document itself.
+    headers = {"content-type": "application/xml"}
+    if safe_url(source_url, "", IMAGE_SCHEMES):
+        headers["content-location"] = source_url
     parsed = feedparser.parse(data, response_headers=headers)
     problem = parsed.get("bozo_exception")
     if parsed.get("bozo") and not isinstance(problem, feedparser.CharacterEncodingOverride):
