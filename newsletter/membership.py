@@ -85,7 +85,7 @@ def resubscribe(app: App, tokens: Tokens, token: str) -> Reader:
 
 def _subscriber(subscriber: Subscriber | None) -> Subscriber:
     if subscriber is None:
-        raise InvalidToken("this link does not belong to any subscriber")
+        raise InvalidToken("this link is not valid")
     return subscriber
 
 

@@ -71,6 +71,7 @@ def create_app(app: App | None = None) -> flask.Flask:
     web.add_url_rule("/subscribe", view_func=views.subscribe_form, methods=["GET"])
     web.add_url_rule("/subscribe", view_func=views.subscribe, methods=["POST"])
     web.add_url_rule("/style.css", view_func=views.style, methods=["GET"])
+    web.add_url_rule("/favicon.ico", view_func=_no_icon, methods=["GET"])
     web.add_url_rule("/u/<token>", view_func=views.unsubscribe_page, methods=["GET"])
     web.add_url_rule("/u/<token>", view_func=views.unsubscribe_action, methods=["POST"])
     web.add_url_rule("/confirm/<token>", view_func=views.confirm_page, methods=["GET"])
@@ -79,6 +80,13 @@ def create_app(app: App | None = None) -> flask.Flask:
     web.add_url_rule("/archive/<week>", view_func=views.archived_issue, methods=["GET"])
     web.extensions["newsletter"] = app
     return web
+
+
+def _no_icon() -> flask.Response:
+    """Browsers ask for it on every page; an empty answer keeps error logs meaningful."""
+    response = flask.Response(status=204)
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 def _security_headers(response: flask.Response) -> flask.Response:
@@ -107,7 +115,13 @@ class Views:
         return flask.Response(html, status=status, mimetype="text/html")
 
     def not_valid(self, error: InvalidToken) -> flask.Response:
-        return self.page("error", 404, title="This link is not valid", message=error.message)
+        if "expired" in error.message:
+            hours = self.app.settings.web.confirm_hours
+            advice = f"Confirmation links work for {hours} hours. Subscribe again for a new one."
+        else:
+            advice = "It may have been cut short when it was copied: open it again from the email."
+        title = error.message[:1].upper() + error.message[1:]
+        return self.page("error", 404, title=title, message=advice)
 
     def http_error(self, error: HTTPException) -> flask.Response:
         status = error.code or 500
@@ -188,7 +202,9 @@ class Views:
         except InvalidToken as error:
             return self.not_valid(error)
         if reader.status.suppressed:
-            return self.not_valid(InvalidToken("this address has left the list"))
+            return self.page(
+                "error", 404, title="This address has left the list", message=_ERROR_TEXT[410]
+            )
         return self.page("confirmed", reader=reader)
 
     def archive(self) -> flask.Response:
@@ -232,6 +248,7 @@ _ERROR_TEXT = {
     404: "There is nothing at this address.",
     405: "This page cannot be used that way.",
     413: "The request was too large.",
+    410: "An old confirmation link cannot subscribe it again. Please use the form instead.",
     429: "Too many sign-up requests have come from here recently. Please try again later.",
     503: "We could not send the confirmation email just now. Please try again in a few minutes.",
 }
