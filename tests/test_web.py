@@ -37,6 +37,7 @@ from newsletter.errors import ConfigError, InputError
 from newsletter.tokens import Tokens
 from newsletter.web import create_app, template_environment
 from tests.conftest import SECRET_KEY, Cli
+from tests.faultsmtp import FaultPolicy, FaultServer
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -627,3 +628,23 @@ def test_serve_without_a_secret_key_exits_with_one_line(cli: Cli) -> None:
     assert result.exit_code == 1
     assert "NEWSLETTER_SECRET_KEY is not set" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_confirmation_the_mail_server_refuses_can_be_retried_at_once(
+    app: App, settings: Settings
+) -> None:
+    with FaultServer(FaultPolicy(policy=1.0)) as failing:
+        broken = replace(settings, delivery=replace(settings.delivery, transport=failing.url))
+        client = create_app(App(broken, app.engine, app.sessions, app.clock)).test_client()
+        refused = subscribe(client, "reader@example.org", ip="192.0.2.1")
+    assert refused.status_code == 503
+    assert "try again" in refused.get_data(as_text=True)
+    pending = standing(app, "reader@example.org")
+    assert pending is not None
+    assert pending.last_confirmation_sent_at is None
+
+    with FaultServer(FaultPolicy()) as working:
+        fixed = replace(settings, delivery=replace(settings.delivery, transport=working.url))
+        client = create_app(App(fixed, app.engine, app.sessions, app.clock)).test_client()
+        assert subscribe(client, "reader@example.org", ip="192.0.2.1").status_code == 200
+        assert [r.recipient for r in working.received()] == ["reader@example.org"]
