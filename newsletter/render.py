@@ -98,13 +98,16 @@ class PersonalFields:
 _MARKERS = PersonalFields(
     unsubscribe_url="NLP-UNSUBSCRIBE_URL-0D1C", email="NLP-EMAIL-0D1C", name="NLP-NAME-0D1C"
 )
-_MARKER = re.compile(r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME)-0D1C(?:-(ATTR|URI))?")
+_MARKER = re.compile(r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME)-0D1C(?:-(S?ATTR|S?URI))?")
 _TAG = re.compile(r"<[a-zA-Z][^>]*>")
-_ATTRIBUTE = re.compile(r'([\w:.-]+)="([^"]*)"')
+# lxml quotes a value with ' when it contains " (and no '), so both quotings occur.
+_ATTRIBUTE = re.compile(r"""([\w:.-]+)=("[^"]*"|'[^']*')""")
 # The attributes lxml serialises as URLs (percent-encoding what is not ASCII).
 _URL_ATTRIBUTES = frozenset({"href", "src", "action"})
 _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 _BLANK_RUNS = re.compile(r"\n{3,}")
+_IMG_WITHOUT_BORDER = re.compile(r"<img\b(?![^>]*\bborder=)")
+_IGNORE = ' data-premailer="ignore"'
 _PLAIN_STYLE = re.compile(r"<style(?![^>]*\bmedia=)([^>]*)>")
 
 
@@ -163,13 +166,16 @@ def personalise(template: str, fields: PersonalFields, *, html: bool) -> str:
 
     def replace(match: re.Match[str]) -> str:
         value = values[match[1]]
+        context = match[2]
         if not html:
             return value
-        if match[2] == "URI":
-            return _escape_attribute(quote(value.lstrip(" \t\n\r\f"), safe=_URL_SAFE))
-        if match[2] == "ATTR":
-            return _escape_attribute(value)
-        return _escape_text(value)
+        if not context:
+            return _escape_text(value)
+        if context.endswith("URI"):
+            value = quote(value.lstrip(" \t\n\r\f"), safe=_URL_SAFE)
+        if context.startswith("S"):
+            return _escape_text(value).replace("'", "&#39;")
+        return _escape_attribute(value)
 
     return _MARKER.sub(replace, template)
 
@@ -206,8 +212,10 @@ def _tag_contexts(html: str) -> str:
 
     def in_attribute(match: re.Match[str]) -> str:
         kind = "URI" if match[1].lower() in _URL_ATTRIBUTES else "ATTR"
+        if match[2].startswith("'"):
+            kind = f"S{kind}"
         value = _MARKER.sub(lambda m: f"{m[0]}-{kind}", match[2])
-        return f'{match[1]}="{value}"'
+        return f"{match[1]}={value}"
 
     def in_tag(match: re.Match[str]) -> str:
         tag = match[0]
@@ -303,7 +311,7 @@ def _compile(source: str) -> str:
 
 def _inline(html: str, css: str) -> str:
     """Inline the template's own CSS; MJML's head styles and media queries stay in <head>."""
-    html = _PLAIN_STYLE.sub(r'<style data-premailer="ignore"\1>', html)
+    html = _PLAIN_STYLE.sub(rf"<style{_IGNORE}\1>", html)
     html = html.replace("<!doctype html>", "<!DOCTYPE html>", 1)
     premailer = Premailer(
         html,
@@ -316,7 +324,11 @@ def _inline(html: str, css: str) -> str:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return str(premailer.transform(pretty_print=False))
+        inlined = str(premailer.transform(pretty_print=False))
+    # Styles inside Outlook's conditional comments are text to lxml and keep the mark.
+    inlined = inlined.replace(_IGNORE, "")
+    # Old clients draw a link border around linked images unless the attribute says not to.
+    return _IMG_WITHOUT_BORDER.sub('<img border="0"', inlined)
 
 
 def _tidy_text(text: str) -> str:
@@ -372,5 +384,11 @@ _CSS_UNSAFE = re.compile(r"[<>{};\\]")
 
 
 def _css_value(value: object) -> Markup:
-    """A settings value (colour, font list) made safe to place in CSS or an MJML attribute."""
-    return Markup(_CSS_UNSAFE.sub("", str(value)).replace('"', "'"))
+    """A settings value (colour, font list) made safe to place in CSS or an MJML attribute.
+
+    Autoescaping would turn the quotes of a font list into entities, which CSS inside a
+    <style> element does not decode; instead, the characters that could end the value or
+    the element are removed.
+    """
+    cleaned = _CSS_UNSAFE.sub("", str(value)).replace('"', "'")
+    return Markup(cleaned)  # noqa: S704 - cleaned of everything that could break out
