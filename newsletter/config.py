@@ -92,6 +92,7 @@ class WebSettings:
     port: int = 8025
     subscribe_per_ip_per_hour: int = 5
     confirm_hours: int = 48
+    proxy_hops: int = 0
 
 
 @dataclass(frozen=True)

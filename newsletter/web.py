@@ -17,6 +17,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 from sqlalchemy import select
 from waitress import serve as waitress_serve
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import membership
 from .app import App
@@ -79,6 +80,11 @@ def create_app(app: App | None = None) -> flask.Flask:
     web.add_url_rule("/archive/", view_func=views.archive, methods=["GET"])
     web.add_url_rule("/archive/<week>", view_func=views.archived_issue, methods=["GET"])
     web.extensions["newsletter"] = app
+    hops = settings.web.proxy_hops
+    if hops:
+        # Behind a reverse proxy every request comes from the proxy; trust exactly as many
+        # X-Forwarded-* hops as the operator configured, so rate limits see the reader.
+        web.wsgi_app = ProxyFix(web.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     return web
 
 

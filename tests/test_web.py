@@ -648,3 +648,21 @@ def test_a_confirmation_the_mail_server_refuses_can_be_retried_at_once(
         client = create_app(App(fixed, app.engine, app.sessions, app.clock)).test_client()
         assert subscribe(client, "reader@example.org", ip="192.0.2.1").status_code == 200
         assert [r.recipient for r in working.received()] == ["reader@example.org"]
+
+
+@pytest.mark.parametrize(("hops", "expected"), [(0, "10.0.0.2"), (1, "203.0.113.9")])
+def test_forwarded_address_is_trusted_only_behind_configured_proxies(
+    app: App, hops: int, expected: str
+) -> None:
+    app.settings = replace(app.settings, web=replace(app.settings.web, proxy_hops=hops))
+    client = create_app(app).test_client()
+    response = client.post(
+        "/subscribe",
+        data={"email": "behind@example.org", "name": ""},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert response.status_code == 200
+    subscriber = standing(app, "behind@example.org")
+    assert subscriber is not None
+    assert subscriber.consent_ip == expected
