@@ -79,12 +79,9 @@ def read(raw: bytes) -> Reading:
         return _dsn(msg, message_id, status_parts)
     token = _MAILTO_TOKEN.search(_header(msg, "subject"))
     if token:
+        # Only the signed token names the reader: a From address is trivially forged.
         return Reading(
-            message_id,
-            (Failure(_first_address(msg, "from"), Kind.UNSUBSCRIBE, "", "mailto request"),),
-            (),
-            (token[1],),
-            (),
+            message_id, (Failure("", Kind.UNSUBSCRIBE, "", "mailto request"),), (), (token[1],), ()
         )
     return _heuristic(msg, message_id)
 
@@ -236,11 +233,6 @@ def _header(msg: Message, name: str) -> str:
 
 def _addresses(value: str) -> list[str]:
     return [address.strip() for _name, address in getaddresses([value]) if "@" in address]
-
-
-def _first_address(msg: Message, name: str) -> str:
-    found = _addresses(_header(msg, name))
-    return found[0] if found else ""
 
 
 def _typed_address(value: str) -> str:

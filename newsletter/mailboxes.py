@@ -103,7 +103,7 @@ class ImapAddress:
         if not address.secure and not _is_loopback(address.host):
             raise UsageError(
                 f"{url!r}: plain imap:// would send the password unencrypted",
-                hint="use imaps:// (plain imap:// is accepted only on this machine's loopback)",
+                hint="use imaps://; plain imap:// is accepted for loopback addresses only",
             )
         return address
 

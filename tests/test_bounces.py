@@ -312,20 +312,23 @@ def test_what_cannot_be_understood_is_named_and_the_rest_processed(
     for signed in (b"bounces+", b"/u/", b"subject=unsubscribe-"):
         forged = forged.replace(signed, signed + b"x")
     forged = forged.replace(b"alice@example.com", b"nobody@example.com")
+    tampered = world.render("mailto_unsubscribe.eml").replace(b"unsubscribe-", b"unsubscribe-x")
     messages = [
         b"From: someone@example.com\r\nSubject: hello\r\n\r\njust a note\r\n",
         b"\xff\xfe garbage that is not a message",
         forged,
+        tampered,
         world.render("exim_hard_511.eml"),
     ]
 
     report = process_bounces(world.app, str(write_mbox(tmp_path / "mixed.mbox", messages)))
 
-    assert report.messages == 4
-    assert len(report.problems) == 3
-    assert [p.message.split()[1] for p in report.problems] == ["#1", "#2", "#3"]
+    assert report.messages == 5
+    assert [p.message.split()[1] for p in report.problems] == ["#1", "#2", "#3", "#4"]
     assert "the bounce detectors failed" in report.problems[1].reason
     assert "no subscriber matches nobody@example.com" in report.problems[2].reason
+    assert "the recipient is not named" in report.problems[3].reason
+    assert world.subscriber("grace").status is SubscriberStatus.ACTIVE
     assert world.subscriber("bob").status is SubscriberStatus.BOUNCED
     assert world.subscriber("alice").status is SubscriberStatus.ACTIVE
 

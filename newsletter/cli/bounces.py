@@ -21,7 +21,8 @@ def process(ctx: CliContext, source: str) -> None:
     """Process SOURCE: an mbox file, a Maildir folder, or imaps://user@host/INBOX.
 
     The IMAP password is read from NEWSLETTER_IMAP_PASSWORD. Running it again on the same
-    mailbox changes nothing more.
+    mailbox changes nothing more. Messages that are not understood (auto-replies, strays) are
+    listed on stderr and do not change the exit status; the mailbox is left as it was.
     """
     _print(process_bounces(ctx.app(), source))
 
