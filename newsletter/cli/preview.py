@@ -2,4 +2,42 @@
 
 from __future__ import annotations
 
-from .issue import issue  # noqa: F401
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..preview import preview_issue
+from ..weeks import Week
+from .context import CliContext, pass_context
+from .issue import issue, week_option
+
+
+@issue.command()
+@week_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
+@click.option("--text", is_flag=True, help="The plain-text part instead of the HTML.")
+@click.option(
+    "--open", "open_it", is_flag=True, help="Open the result in the default browser or viewer."
+)
+@pass_context
+def preview(
+    ctx: CliContext, week: Week | None, output: Path | None, text: bool, open_it: bool
+) -> None:
+    """Write the week's rendered issue, filled in for a sample reader."""
+    chosen, rendered = preview_issue(ctx.app(), week, text=text)
+    if output is None and open_it:
+        suffix = ".txt" if text else ".html"
+        output = Path(tempfile.gettempdir()) / f"newsletter-preview-{chosen}{suffix}"
+    if output is None:
+        click.echo(rendered, nl=False)
+        return
+    output.write_text(rendered, encoding="utf-8")
+    click.echo(f"Wrote the {'text part' if text else 'HTML'} of {chosen} to {output}", err=True)
+    if open_it:
+        click.launch(str(output))
