@@ -191,6 +191,11 @@ class MessageFactory:
         self.boundary = "=_nl_" + _digest(f"{settings.list_id}:{issue.issue_id}:boundary")[:24]
         self._fast = _FastTemplate.learn(self)
 
+    @property
+    def uses_template(self) -> bool:
+        """Whether copies are made by substitution (the slow way is the fallback)."""
+        return self._fast is not None
+
     def personal_fields(self, recipient: Recipient, token: str) -> PersonalFields:
         return PersonalFields(
             unsubscribe_url=f"{self.base_url}/u/{token}",
@@ -261,7 +266,7 @@ class MessageFactory:
         msg = EmailMessage(policy=POLICY_UTF8 if utf8 else POLICY)
         news = self.settings.newsletter
         msg["From"] = news.sender
-        msg["To"] = Address(display_name=recipient.name, addr_spec=recipient.email)
+        msg["To"] = _to_value(recipient)
         msg["Subject"] = self.issue.subject
         msg["Date"] = format_datetime(now)
         msg["Message-ID"] = self.message_id(recipient)
@@ -563,6 +568,17 @@ def _to_header(recipient: Recipient) -> bytes:
     address = Address(display_name=recipient.name, addr_spec=recipient.email)
     header = POLICY.header_factory("To", address)
     return str(header.fold(policy=POLICY)).encode("ascii")
+
+
+def _to_value(recipient: Recipient) -> Address | str:
+    """`Address` refuses a non-ASCII local part (fine over SMTPUTF8), so that one is quoted
+    by hand and written as UTF-8 by the SMTPUTF8 policy."""
+    if recipient.email.isascii():
+        return Address(display_name=recipient.name, addr_spec=recipient.email)
+    if not recipient.name:
+        return recipient.email
+    name = recipient.name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{name}" <{recipient.email}>'
 
 
 def _date_header(now: datetime) -> bytes:
