@@ -176,10 +176,14 @@ def _apply(app: App, session: Session, reading: Reading, target: _Target) -> tup
     match failure.kind:
         case Kind.HARD:
             suppressed = subscribers.mark_bounced(
-                session, subscriber, at=now, source="bounce", detail=detail, issue_id=issue_id
+                session,
+                subscriber,
+                at=now,
+                source="bounce",
+                detail=detail,
+                issue_id=issue_id,
+                dedupe_key=key,
             )
-            if suppressed:
-                _stamp(session, subscriber, EventKind.BOUNCED, key)
         case Kind.SOFT | Kind.POLICY:
             if failure.kind is Kind.POLICY:
                 detail = f"policy {detail}"
@@ -191,8 +195,8 @@ def _apply(app: App, session: Session, reading: Reading, target: _Target) -> tup
                 source="bounce",
                 detail=detail,
                 issue_id=issue_id,
+                dedupe_key=key,
             )
-            _stamp(session, subscriber, EventKind.SOFT_BOUNCE, key)
             if failure.kind is Kind.SOFT:
                 suppressed = _count_soft(app, session, subscriber, detail, issue_id)
         case Kind.COMPLAINT:
@@ -204,17 +208,15 @@ def _apply(app: App, session: Session, reading: Reading, target: _Target) -> tup
                 source="complaint",
                 detail=detail,
                 issue_id=issue_id,
+                dedupe_key=key,
             )
-            _stamp(session, subscriber, EventKind.COMPLAINED, key)
             suppressed = subscribers.unsubscribe(
                 session, subscriber, at=now, source="complaint", detail=detail, issue_id=issue_id
             )
         case Kind.UNSUBSCRIBE:
             suppressed = subscribers.unsubscribe(
-                session, subscriber, at=now, source="mailto", detail=detail
+                session, subscriber, at=now, source="mailto", detail=detail, dedupe_key=key
             )
-            if suppressed:
-                _stamp(session, subscriber, EventKind.UNSUBSCRIBED, key)
     return failure.kind.value, suppressed
 
 
@@ -240,16 +242,3 @@ def _count_soft(
 def _dedupe_key(reading: Reading, subscriber: Subscriber, kind: Kind) -> str:
     digest = hashlib.sha256(f"{reading.message_id}\0{subscriber.id}\0{kind}".encode())
     return f"report:{digest.hexdigest()}"
-
-
-def _stamp(session: Session, subscriber: Subscriber, kind: EventKind, key: str) -> None:
-    """Put the dedupe key on the event just recorded for this change (still pending)."""
-    for obj in session.new:
-        if (
-            isinstance(obj, Event)
-            and obj.subscriber_id == subscriber.id
-            and obj.kind is kind
-            and obj.dedupe_key is None
-        ):
-            obj.dedupe_key = key
-            return

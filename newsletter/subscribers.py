@@ -52,7 +52,9 @@ def record(
     source: str,
     detail: str = "",
     issue_id: int | None = None,
+    dedupe_key: str | None = None,
 ) -> None:
+    """`dedupe_key` marks an event that must be recorded once only (a report read twice)."""
     session.add(
         Event(
             subscriber_id=subscriber.id,
@@ -61,6 +63,7 @@ def record(
             source=source,
             detail=detail,
             issue_id=issue_id,
+            dedupe_key=dedupe_key,
         )
     )
 
@@ -145,6 +148,7 @@ def unsubscribe(
     source: str,
     detail: str = "",
     issue_id: int | None = None,
+    dedupe_key: str | None = None,
 ) -> bool:
     """Idempotent: a second request changes nothing and records nothing."""
     if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
@@ -160,6 +164,7 @@ def unsubscribe(
         source=source,
         detail=detail,
         issue_id=issue_id,
+        dedupe_key=dedupe_key,
     )
     return True
 
@@ -193,6 +198,7 @@ def mark_bounced(
     source: str,
     detail: str,
     issue_id: int | None = None,
+    dedupe_key: str | None = None,
 ) -> bool:
     if subscriber.status is SubscriberStatus.BOUNCED:
         return False
@@ -206,6 +212,7 @@ def mark_bounced(
         source=source,
         detail=detail,
         issue_id=issue_id,
+        dedupe_key=dedupe_key,
     )
     return True
 
