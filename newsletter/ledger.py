@@ -1,0 +1,339 @@
+"""The delivery ledger of one issue: one row per recipient, moved through its states in
+small transactions so that a crash at any point loses nobody and sends nobody a second copy.
+
+    queued --claim--> (queued, claimed) --mark_sending--> sending --> sent
+                                                                 \\-> deferred (retry later)
+                                                                 \\-> failed (with reply)
+                                                                 \\-> uncertain (outcome unknown)
+    (queued, claimed) --subscriber no longer active--> skipped
+
+A claim is a lease (`claimed_by`, `lease_until`) on a batch of queued rows, taken with
+`FOR UPDATE SKIP LOCKED` on PostgreSQL so that any number of senders share a send. A row is
+marked `sending` in its own commit just before its SMTP transaction and `sent` right after the
+server accepts it, so at most one row per connection is ever in doubt. A row still `sending`
+when its lease has run out belonged to a sender that died: it becomes `uncertain`, and only
+an explicit request sends it again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, exists, func, insert, literal, or_, select, update
+
+from .app import App
+from .db.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from .subscribers import mark_bounced
+
+D = Delivery.__table__.c
+PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+MAX_REPLY = 1000
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attempts: int
+
+
+class Ledger:
+    def __init__(self, app: App, issue_id: int) -> None:
+        self.app = app
+        self.issue_id = issue_id
+        self.delivery = app.settings.delivery
+
+    def _lease(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.delivery.lease_seconds)
+
+    def snapshot(self, connection: Connection, now: datetime) -> int:
+        """One queued row per active subscriber, in a single INSERT ... SELECT."""
+        audience = select(
+            literal(self.issue_id),
+            Subscriber.id,
+            literal(DeliveryStatus.QUEUED.value),
+            literal(0),
+            literal(""),
+            literal(""),
+            literal(now, type_=Delivery.updated_at.type),
+        ).where(Subscriber.status == SubscriberStatus.ACTIVE)
+        result = connection.execute(
+            insert(Delivery).from_select(
+                [
+                    "issue_id",
+                    "subscriber_id",
+                    "status",
+                    "attempts",
+                    "claimed_by",
+                    "last_reply",
+                    "updated_at",
+                ],
+                audience,
+            )
+        )
+        return int(result.rowcount or 0)
+
+    def recover(self, now: datetime, *, sole_sender: bool) -> int:
+        """Rows left `sending` by a sender that died become `uncertain`; returns how many.
+
+        As the sole sender (the SQLite lock is ours) every such row is orphaned at once;
+        otherwise only those whose lease has run out, since their sender may be alive.
+        """
+        mine = D.issue_id == self.issue_id
+        stale = [mine, D.status == DeliveryStatus.SENDING]
+        if not sole_sender:
+            stale.append(D.lease_until < now)
+        with self.app.engine.begin() as connection:
+            result = connection.execute(
+                update(Delivery)
+                .where(*stale)
+                .values(
+                    status=DeliveryStatus.UNCERTAIN,
+                    lease_until=None,
+                    last_reply="the sender stopped during this message's SMTP transaction",
+                    updated_at=now,
+                )
+            )
+            if sole_sender:
+                connection.execute(
+                    update(Delivery)
+                    .where(mine, D.status.in_(PENDING), D.lease_until.is_not(None))
+                    .values(lease_until=None)
+                )
+        return int(result.rowcount or 0)
+
+    def requeue_uncertain(self, now: datetime) -> int:
+        with self.app.engine.begin() as connection:
+            result = connection.execute(
+                update(Delivery)
+                .where(D.issue_id == self.issue_id, D.status == DeliveryStatus.UNCERTAIN)
+                .values(status=DeliveryStatus.QUEUED, lease_until=None, updated_at=now)
+            )
+        return int(result.rowcount or 0)
+
+    def claim(self, claimer: str, limit: int, now: datetime) -> list[Claimed]:
+        due = and_(
+            D.issue_id == self.issue_id,
+            D.status.in_(PENDING),
+            or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now),
+            or_(D.lease_until.is_(None), D.lease_until < now),
+        )
+        with self.app.engine.begin() as connection:
+            ids = list(
+                connection.execute(
+                    select(D.id)
+                    .where(due)
+                    .order_by(D.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            if not ids:
+                return []
+            connection.execute(
+                update(Delivery)
+                .where(D.id.in_(ids))
+                .values(claimed_by=claimer, lease_until=self._lease(now))
+            )
+            rows = connection.execute(
+                select(D.id, D.subscriber_id, Subscriber.email, Subscriber.name, D.attempts)
+                .join(Subscriber, Subscriber.id == D.subscriber_id)
+                .where(D.id.in_(ids))
+                .order_by(D.id)
+            ).all()
+        return [Claimed(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def advance(
+        self, claimer: str, sent: int | None, next_row: Claimed | None, now: datetime
+    ) -> bool | None:
+        """Record the previous row as sent and mark the next one `sending`, in one commit.
+
+        Returns whether the next row may be sent: False if its subscriber is no longer active
+        (the row is skipped), None if the row is no longer ours to send.
+        """
+        with self.app.engine.begin() as connection:
+            if sent is not None:
+                connection.execute(
+                    update(Delivery)
+                    .where(D.id == sent)
+                    .values(
+                        status=DeliveryStatus.SENT, sent_at=now, lease_until=None, updated_at=now
+                    )
+                )
+            if next_row is None:
+                return None
+            ours = (
+                D.id == next_row.delivery_id,
+                D.claimed_by == claimer,
+                D.status.in_(PENDING),
+            )
+            still_active = exists().where(
+                Subscriber.id == next_row.subscriber_id,
+                Subscriber.status == SubscriberStatus.ACTIVE,
+            )
+            marked = connection.execute(
+                update(Delivery)
+                .where(*ours, still_active)
+                .values(
+                    status=DeliveryStatus.SENDING,
+                    attempts=D.attempts + 1,
+                    lease_until=self._lease(now),
+                    updated_at=now,
+                )
+            )
+            if marked.rowcount:
+                return True
+            skipped = connection.execute(
+                update(Delivery)
+                .where(*ours)
+                .values(
+                    status=DeliveryStatus.SKIPPED,
+                    lease_until=None,
+                    last_reply="the subscriber was no longer active at send time",
+                    updated_at=now,
+                )
+            )
+            return False if skipped.rowcount else None
+
+    def put_back(self, row: Claimed, now: datetime) -> None:
+        """Undo `advance` for a row that was never offered to the server."""
+        self._finish(
+            row, now, status=DeliveryStatus.QUEUED, attempts=D.attempts - 1, lease_until=None
+        )
+
+    def defer(self, row: Claimed, reply: str, now: datetime) -> bool:
+        """Schedule a retry with exponential backoff and jitter; returns False when the
+        attempts are used up and the row has failed instead."""
+        attempts = row.attempts + 1
+        if attempts >= self.delivery.max_attempts:
+            self.fail(row, f"gave up after {attempts} attempts: {reply}", bounce=False, now=now)
+            return False
+        delay = self.delivery.retry_base_seconds * 2 ** (attempts - 1)
+        delay *= 1 + random.random() / 2
+        self._finish(
+            row,
+            now,
+            status=DeliveryStatus.DEFERRED,
+            next_attempt_at=now + timedelta(seconds=delay),
+            lease_until=None,
+            last_reply=reply[:MAX_REPLY],
+        )
+        return True
+
+    def uncertain(self, row: Claimed, reply: str, now: datetime) -> None:
+        self._finish(
+            row,
+            now,
+            status=DeliveryStatus.UNCERTAIN,
+            lease_until=None,
+            last_reply=reply[:MAX_REPLY],
+        )
+
+    def fail(self, row: Claimed, reply: str, *, bounce: bool, now: datetime) -> None:
+        """A permanent failure; a bad address also marks the subscriber bounced."""
+        with self.app.transaction() as session:
+            session.execute(
+                update(Delivery)
+                .where(D.id == row.delivery_id)
+                .values(
+                    status=DeliveryStatus.FAILED,
+                    lease_until=None,
+                    last_reply=reply[:MAX_REPLY],
+                    updated_at=now,
+                )
+            )
+            if bounce:
+                subscriber = session.get(Subscriber, row.subscriber_id)
+                if subscriber is not None:
+                    mark_bounced(
+                        session,
+                        subscriber,
+                        at=now,
+                        source="smtp",
+                        detail=reply[:MAX_REPLY],
+                        issue_id=self.issue_id,
+                    )
+
+    def _finish(self, row: Claimed, now: datetime, **values: object) -> None:
+        with self.app.engine.begin() as connection:
+            connection.execute(
+                update(Delivery).where(D.id == row.delivery_id).values(updated_at=now, **values)
+            )
+
+    def release(self, claimer: str, rows: Sequence[Claimed] = ()) -> None:
+        """Give back claimed rows not yet sent, so another sender (or the next run) takes them."""
+        where = [D.issue_id == self.issue_id, D.claimed_by == claimer, D.status.in_(PENDING)]
+        if rows:
+            where.append(D.id.in_([r.delivery_id for r in rows]))
+        with self.app.engine.begin() as connection:
+            connection.execute(update(Delivery).where(*where).values(lease_until=None))
+
+    def seconds_until_due(self, now: datetime, own_prefix: str) -> float | None:
+        """How long until there may be work for this sender; None when there will be none.
+
+        Rows leased by this process's own connections are left to them. Rows leased by
+        another sender count from the end of their lease, in case that sender has died.
+        """
+        unleased = (
+            D.issue_id == self.issue_id,
+            D.status.in_(PENDING),
+            or_(D.lease_until.is_(None), D.lease_until < now),
+        )
+        others = (
+            D.issue_id == self.issue_id,
+            D.status.in_((*PENDING, DeliveryStatus.SENDING)),
+            D.lease_until >= now,
+            ~D.claimed_by.startswith(own_prefix, autoescape=True),
+        )
+        with self.app.engine.connect() as connection:
+            due_now = connection.execute(
+                select(
+                    exists().where(
+                        *unleased, or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now)
+                    )
+                )
+            ).scalar()
+            if due_now:
+                return 0.0
+            times = connection.execute(
+                select(
+                    select(func.min(D.next_attempt_at)).where(*unleased).scalar_subquery(),
+                    select(func.min(D.lease_until)).where(*others).scalar_subquery(),
+                )
+            ).one()
+        candidates = [_aware(t, now) for t in times if t is not None]
+        if not candidates:
+            return None
+        return max((min(candidates) - now).total_seconds(), 0.0)
+
+    def counts(self) -> dict[DeliveryStatus, int]:
+        with self.app.engine.connect() as connection:
+            rows = connection.execute(
+                select(D.status, func.count()).where(D.issue_id == self.issue_id).group_by(D.status)
+            ).all()
+        counts = dict.fromkeys(DeliveryStatus, 0)
+        for status, count in rows:
+            counts[DeliveryStatus(status)] = count
+        return counts
+
+    def failures(self) -> list[str]:
+        with self.app.engine.connect() as connection:
+            return list(
+                connection.execute(
+                    select(D.last_reply).where(
+                        D.issue_id == self.issue_id, D.status == DeliveryStatus.FAILED
+                    )
+                ).scalars()
+            )
+
+
+def _aware(value: datetime | str, now: datetime) -> datetime:
+    """Aggregates bypass the column type on SQLite, which hands back naive text."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=now.tzinfo)
