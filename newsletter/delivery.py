@@ -123,25 +123,26 @@ def _plan(app: App, week: Week) -> SendPlan | None:
         issue = session.scalars(select(Issue).where(Issue.week == str(week))).one_or_none()
         if issue is None or issue.built_at is None:
             return None
-        ledger = Ledger(app, issue.id)
-        counts = ledger.counts()
-        if issue.status is IssueStatus.DRAFT:
-            recipients = session.scalar(
-                select(func.count())
-                .select_from(Subscriber)
-                .where(Subscriber.status == SubscriberStatus.ACTIVE)
-            )
-        else:
-            recipients = sum(counts[s] for s in OPEN)
-        return SendPlan(
-            week=week,
-            issue_id=issue.id,
-            subject=issue.subject,
-            articles=len(issue.articles),
-            recipients=int(recipients or 0),
-            status=issue.status,
-            uncertain=counts[DeliveryStatus.UNCERTAIN],
+        active = session.scalar(
+            select(func.count())
+            .select_from(Subscriber)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE)
         )
+        issue_id, subject, status = issue.id, issue.subject, issue.status
+        articles = len(issue.articles)
+    # After the session: SQLite allows one open transaction per database at a time.
+    counts = Ledger(app, issue_id).counts()
+    return SendPlan(
+        week=week,
+        issue_id=issue_id,
+        subject=subject,
+        articles=articles,
+        recipients=int(active or 0)
+        if status is IssueStatus.DRAFT
+        else sum(counts[s] for s in OPEN),
+        status=status,
+        uncertain=counts[DeliveryStatus.UNCERTAIN],
+    )
 
 
 def _factory(app: App, issue: Issue) -> MessageFactory:

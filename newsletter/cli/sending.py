@@ -1,5 +1,176 @@
-"""Commands for sending; registered on `main` by importing this module."""
+"""`newsletter send`: confirm, send (or resume) with a progress bar, report, exit status."""
 
 from __future__ import annotations
 
-from .root import main  # noqa: F401
+import sys
+import time
+from collections.abc import Callable
+
+import click
+
+from .. import delivery
+from ..articles import resolve_week
+from ..db.models import IssueStatus
+from ..delivery import (
+    Progress,
+    ProgressCallback,
+    SendOptions,
+    SendPlan,
+    SendReport,
+    prepare_send,
+    send_issue,
+    send_test,
+)
+from ..errors import StateError, UsageError
+from ..issues import build_issue
+from ..weeks import Week
+from .context import CliContext, pass_context
+from .issue import week_option
+from .root import main
+
+
+@main.command()
+@week_option
+@click.option(
+    "--test",
+    "test_addresses",
+    multiple=True,
+    metavar="ADDR",
+    help="Send the real message to ADDR only (repeatable); nothing is recorded as sent.",
+)
+@click.option("--dry-run", is_flag=True, help="Build every message and send none.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    help="Messages per second across all connections (0: no limit; default from config).",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(min=1),
+    help="SMTP connections in parallel (default from config).",
+)
+@click.option(
+    "--resend-uncertain",
+    is_flag=True,
+    help="Send again to recipients whose earlier delivery had an unknown outcome.",
+)
+@click.option(
+    "--if-new",
+    is_flag=True,
+    help="Do nothing (exit 0) if the issue was already sent or has no articles; for cron.",
+)
+@pass_context
+def send(
+    ctx: CliContext,
+    *,
+    week: Week | None,
+    test_addresses: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+    rate: float | None,
+    connections: int | None,
+    resend_uncertain: bool,
+    if_new: bool,
+) -> None:
+    """Send (or resume sending) the week's issue to all active subscribers.
+
+    Exit status: 0 when everyone was reached, 1 when some deliveries failed, remain in doubt
+    or there was nothing to send, 2 for usage errors.
+    """
+    if test_addresses and dry_run:
+        raise UsageError("--test and --dry-run cannot be combined")
+    app = ctx.app()
+    chosen = resolve_week(app, week)
+    plan = prepare_send(app, chosen, build=build_issue)
+    if if_new and (plan.articles == 0 or plan.status is IssueStatus.SENT):
+        why = "has no articles" if plan.articles == 0 else "was already sent"
+        click.echo(f"Nothing to do: the issue for {chosen} {why}.")
+        return
+    if plan.articles == 0:
+        raise StateError(
+            f"the issue for {chosen} has no articles; there is nothing to send",
+            hint="fetch articles or include some, then run `newsletter issue build`",
+        )
+    if test_addresses:
+        _finish(send_test(app, chosen, test_addresses))
+        return
+    if dry_run:
+        _finish(_with_progress(plan, "Building", lambda cb: delivery.dry_run(app, chosen, cb)))
+        return
+    if not yes:
+        _confirm(plan, resend_uncertain)
+    options = SendOptions(rate=rate, connections=connections, resend_uncertain=resend_uncertain)
+    try:
+        report = _with_progress(plan, "Sending", lambda cb: send_issue(app, chosen, options, cb))
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            "interrupted; every message sent so far is recorded: run `newsletter send` again "
+            "to resume"
+        ) from None
+    _finish(report)
+
+
+def _confirm(plan: SendPlan, resend_uncertain: bool) -> None:
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to send without confirmation; add --yes to send from a script")
+    resuming = " (resuming)" if plan.status is not IssueStatus.DRAFT else ""
+    extra = f", plus {plan.uncertain} uncertain" if resend_uncertain and plan.uncertain else ""
+    click.echo(f"Issue:      {plan.week}{resuming}")
+    click.echo(f"Subject:    {plan.subject}")
+    click.echo(f"Recipients: {plan.recipients}{extra}")
+    click.confirm("Send it now?", abort=True)
+
+
+def _with_progress(
+    plan: SendPlan, label: str, run: Callable[[ProgressCallback], SendReport]
+) -> SendReport:
+    """Runs `run(callback)` under a progress bar (on stderr) fed by the engine's snapshots."""
+    total = max(plan.recipients, 1)
+    started = time.monotonic()
+    with click.progressbar(
+        length=total,
+        label=label,
+        show_eta=True,
+        show_percent=True,
+        file=sys.stderr,
+        item_show_func=lambda note: note,
+    ) as bar:
+        shown = 0
+
+        def update(progress: Progress) -> None:
+            nonlocal shown
+            elapsed = time.monotonic() - started
+            rate = f"{progress.done / elapsed:.0f} msg/s" if elapsed > 0 else ""
+            step = max(min(progress.done, total) - shown, 0)
+            bar.update(step, "waiting to retry" if progress.waiting else rate)
+            shown += step
+
+        return run(update)
+
+
+def _finish(report: SendReport) -> None:
+    verb = {"send": "Sent", "test": "Sent (test)", "dry-run": "Built"}[report.mode]
+    click.echo(
+        f"{verb} {report.sent} message(s) for {report.week} in {report.elapsed:.1f} s"
+        f" ({report.rate:.1f} msg/s)."
+    )
+    if report.mode == "send":
+        click.echo(
+            f"Recipients {report.recipients}: sent earlier {report.already_sent}, "
+            f"skipped {report.skipped}, failed {report.failed_total}, "
+            f"deferred {report.deferred}, uncertain {report.uncertain}."
+        )
+    for reason, count in report.failed.items():
+        click.echo(f"  failed {count:>6}  {reason}")
+    if report.uncertain:
+        click.echo(
+            f"{report.uncertain} message(s) may or may not have been delivered; "
+            "`newsletter send --resend-uncertain` sends them again."
+        )
+    if report.deferred:
+        click.echo(f"{report.deferred} message(s) wait for a retry: run `newsletter send` again.")
+    if report.error:
+        raise click.ClickException(report.error)
+    if not report.complete:
+        click.get_current_context().exit(1)

@@ -1,0 +1,92 @@
+"""`newsletter send` through the real command line, against a real SMTP server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import Cli
+from .smtp_server import SmtpServer
+
+REPO = Path(__file__).resolve().parent.parent
+FEED = str(REPO / "examples" / "feed.xml")
+WEEK = "2024-W47"
+
+
+@pytest.fixture
+def server() -> SmtpServer:
+    with SmtpServer(replies={"bounce@example.org": ["550 5.1.1 no such user"]}) as running:
+        yield running  # type: ignore[misc]
+
+
+@pytest.fixture
+def ready(cli: Cli, server: SmtpServer) -> Cli:
+    cli.env["NEWSLETTER_DELIVERY_TRANSPORT"] = server.url()
+    for email in ("ann@example.org", "bob@example.org", "cyd@example.org"):
+        assert cli("subscribers", "add", email).exit_code == 0
+    assert cli("articles", "fetch", FEED).exit_code == 0
+    return cli
+
+
+def test_send_builds_the_issue_sends_and_reports(ready: Cli, server: SmtpServer) -> None:
+    result = ready("send", "--week", WEEK, "--yes", "--rate", "0")
+    assert result.exit_code == 0, result.output
+    assert "Sent 3 message(s)" in result.output
+    assert sorted(r.recipient for r in server.received) == [
+        "ann@example.org",
+        "bob@example.org",
+        "cyd@example.org",
+    ]
+    again = ready("send", "--week", WEEK, "--yes")
+    assert again.exit_code == 1
+    assert "already sent" in again.output
+    cron = ready("send", "--week", WEEK, "--yes", "--if-new")
+    assert cron.exit_code == 0
+    assert "Nothing to do" in cron.output
+    assert len(server.received) == 3
+
+
+def test_permanent_failures_exit_1_with_reasons(ready: Cli, server: SmtpServer) -> None:
+    assert ready("subscribers", "add", "bounce@example.org").exit_code == 0
+    result = ready("send", "--week", WEEK, "--yes", "--rate", "0", "--connections", "2")
+    assert result.exit_code == 1
+    assert "550 5.1.1 no such user" in result.output
+    listing = ready("subscribers", "list", "--status", "bounced")
+    assert "bounce@example.org" in listing.output
+
+
+def test_without_a_terminal_or_yes_it_refuses(ready: Cli, server: SmtpServer) -> None:
+    result = ready("send", "--week", WEEK)
+    assert result.exit_code == 2
+    assert "--yes" in result.output
+    assert server.received == []
+
+
+def test_test_addresses_only(ready: Cli, server: SmtpServer) -> None:
+    result = ready("send", "--week", WEEK, "--test", "editor@example.org")
+    assert result.exit_code == 0, result.output
+    assert [r.recipient for r in server.received] == ["editor@example.org"]
+    real = ready("send", "--week", WEEK, "--yes", "--rate", "0")
+    assert real.exit_code == 0
+    assert len(server.received) == 4
+
+
+def test_dry_run_sends_nothing(ready: Cli, server: SmtpServer) -> None:
+    result = ready("send", "--week", WEEK, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Built 3 message(s)" in result.output
+    assert server.received == []
+
+
+def test_empty_week_is_refused_but_fine_for_cron(ready: Cli, server: SmtpServer) -> None:
+    result = ready("send", "--week", "2020-W01", "--yes")
+    assert result.exit_code == 1
+    assert "no articles" in result.output
+    assert ready("send", "--week", "2020-W01", "--yes", "--if-new").exit_code == 0
+    assert server.received == []
+
+
+def test_bad_option_is_a_usage_error(ready: Cli) -> None:
+    assert ready("send", "--connections", "0").exit_code == 2
+    assert ready("send", "--week", WEEK, "--test", "a@example.org", "--dry-run").exit_code == 2
