@@ -29,6 +29,7 @@ from .teasers import (
     MediaImage,
     choose_image,
     make_teaser,
+    one_line,
     plain_text,
     safe_url,
 )
@@ -111,7 +112,7 @@ def _classify(categories: Sequence[str], sections: Sequence[str]) -> tuple[str, 
 def _unique(values: Sequence[str]) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for value in values:
-        text = " ".join(value.split())
+        text = one_line(value)
         if text and text.casefold() not in {s.casefold() for s in seen}:
             seen[text] = None
     return tuple(seen)
@@ -159,14 +160,14 @@ def _entry(
     options: FeedOptions,
 ) -> FeedEntry | None:
     url = safe_url(link, base, IMAGE_SCHEMES)
-    title = " ".join(title.split())
+    title = one_line(title)
     if not url or len(url) > MAX_KEY or not title:
         return None
     cats = _unique(categories)
     section, kicker = _classify(cats, options.sections)
     image = choose_image(media, [body], base, alt=media_alt, credit=media_credit)
     return FeedEntry(
-        guid=_key(guid.strip() or url),
+        guid=_key(one_line(guid) or url),
         url=url,
         title=title,
         section=section,
@@ -176,8 +177,8 @@ def _entry(
         published_at=published_at,
         teaser_html=make_teaser(body, base, options.teaser_words),
         image_url=image.url if image else "",
-        image_alt=image.alt if image else "",
-        image_credit=image.credit if image else "",
+        image_alt=one_line(image.alt) if image else "",
+        image_credit=one_line(image.credit) if image else "",
     )
 
 
@@ -215,7 +216,7 @@ def _xml_title(node: Mapping[str, Any]) -> str:
     detail = node.get("title_detail") or {}
     if "html" in str(detail.get("type", "")):
         return plain_text(title)
-    return " ".join(title.split())
+    return one_line(title)
 
 
 def _media_descriptions(data: bytes) -> list[str]:
@@ -268,7 +269,7 @@ class _EntitiesRefused(Exception):
 
 
 def _xml_entry(
-    item: Mapping[str, Any], media_description: str, base: str, options: FeedOptions
+    item: dict[str, Any], media_description: str, base: str, options: FeedOptions
 ) -> FeedEntry | None:
     media_text = media_description.strip()
     texts = [
@@ -276,10 +277,12 @@ def _xml_entry(
         str(item.get("summary", "")),
     ]
     body = next((t for t in texts if t.strip() and t.strip() != media_text), "")
-    raw_date = next((str(item[k]) for k in ("published", "updated", "created") if item.get(k)), "")
-    published = parse_date(raw_date, options.zone)
+    # dict.get: feedparser's own get() maps a missing `updated` to `published` with a
+    # deprecation warning.
+    dates = (dict.get(item, key) for key in ("published", "updated", "created"))
+    published = parse_date(next((str(d) for d in dates if d), ""), options.zone)
     if published is None:
-        parsed_time = item.get("published_parsed") or item.get("updated_parsed")
+        parsed_time = dict.get(item, "published_parsed") or dict.get(item, "updated_parsed")
         if parsed_time:
             published = datetime.fromtimestamp(calendar.timegm(parsed_time), UTC)
     media = [
@@ -342,7 +345,7 @@ def _parse_json(data: bytes, source_url: str, options: FeedOptions) -> ParsedFee
             skipped += 1
         else:
             entries.append(entry)
-    return ParsedFeed(" ".join(_text(document.get("title")).split()), tuple(entries), skipped)
+    return ParsedFeed(one_line(_text(document.get("title"))), tuple(entries), skipped)
 
 
 def _text(value: object) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -52,10 +53,17 @@ _BOILERPLATE = re.compile(
 )
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters and line breaks gone and whitespace collapsed: safe for
+    a header, a table cell or an attribute."""
+    cleaned = "".join(" " if unicodedata.category(ch) in {"Cc", "Zl", "Zp"} else ch for ch in text)
+    return " ".join(cleaned.split())
+
+
 def safe_url(value: str, base: str, schemes: frozenset[str] = SAFE_SCHEMES) -> str:
     """Resolve `value` against `base`; empty if the result is not an allowed absolute URL."""
     value = value.strip()
-    if not value or any(ch in value for ch in "\r\n\0"):
+    if not value or one_line(value) != value:
         return ""
     resolved = urljoin(base, value) if base else value
     parts = urlsplit(resolved)
@@ -71,7 +79,7 @@ def plain_text(fragment: str) -> str:
     cleaned = nh3.clean(
         fragment, tags=set(), attributes={}, clean_content_tags=set(_DROP_WITH_CONTENT)
     )
-    return " ".join(html.unescape(cleaned).split())
+    return one_line(html.unescape(cleaned))
 
 
 def sanitise(fragment: str, base: str) -> str:
@@ -309,7 +317,7 @@ class _FirstImage(HTMLParser):
             url = safe_url(values.get("src", ""), self.base, IMAGE_SCHEMES)
             if not url or is_tracking_pixel(values.get("width", ""), values.get("height", "")):
                 return
-            image = Image(url, " ".join(values.get("alt", "").split()))
+            image = Image(url, one_line(values.get("alt", "")))
             if self._in_figure:
                 self._figure_image = image
             else:
@@ -317,7 +325,7 @@ class _FirstImage(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "figcaption" and self._caption is not None and self._figure_image:
-            caption = " ".join("".join(self._caption).split())
+            caption = one_line("".join(self._caption))
             self._figure_image = Image(self._figure_image.url, self._figure_image.alt, caption)
             self._caption = None
         elif tag == "figure" and self._in_figure:

@@ -300,3 +300,17 @@ def test_demo_feed_shape() -> None:
     assert sunday
     assert sunday[0].published_at is not None
     assert sunday[0].published_at.weekday() == 0  # Monday in UTC, still in the week
+
+
+def test_titles_authors_and_credits_are_single_lines() -> None:
+    data = (
+        b'<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>M'
+        b"&#13;&#10;ag</title><item><title>Head&#13;&#10;Bcc: x@example.net\xc2\x85end</title>"
+        b"<link>https://m.example.org/a</link><dc:creator>Ana&#10;Ruiz</dc:creator>"
+        b"<description>x</description></item></channel></rss>"
+    )
+    feed = parse_feed(data, "https://m.example.org/rss", OPTIONS)
+    (entry,) = feed.entries
+    assert feed.title == "M ag"
+    assert entry.title == "Head Bcc: x@example.net end"
+    assert entry.authors == ("Ana Ruiz",)
