@@ -305,7 +305,7 @@ def test_demo_feed_shape() -> None:
 def test_titles_authors_and_credits_are_single_lines() -> None:
     data = (
         b'<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>M'
-        b"&#13;&#10;ag</title><item><title>Head&#13;&#10;Bcc: x@example.net\xc2\x85end</title>"
+        b"&#13;&#10;ag</title><item><title>Head&#13;&#10;Bcc: x@example.net&#x2028;end</title>"
         b"<link>https://m.example.org/a</link><dc:creator>Ana&#10;Ruiz</dc:creator>"
         b"<description>x</description></item></channel></rss>"
     )
