@@ -21,16 +21,73 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Connection, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from .app import App
 from .db.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 from .subscribers import mark_bounced
 
-D = Delivery.__table__.c
+TABLE = cast(Table, Delivery.__table__)
+D = TABLE.c
 PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
 MAX_REPLY = 1000
+
+# The two statements run once per message, built once: Core on the table, fixed parameters.
+_MARK_SENT = (
+    update(TABLE)
+    .where(D.id == bindparam("row"))
+    .values(
+        status=DeliveryStatus.SENT,
+        sent_at=bindparam("now"),
+        lease_until=None,
+        updated_at=bindparam("now"),
+    )
+)
+_IS_OURS = (
+    D.id == bindparam("row"),
+    D.claimed_by == bindparam("claimer"),
+    or_(D.status == DeliveryStatus.QUEUED, D.status == DeliveryStatus.DEFERRED),
+)
+_MARK_SENDING = (
+    update(TABLE)
+    .where(
+        *_IS_OURS,
+        exists().where(
+            Subscriber.id == bindparam("subscriber"),
+            Subscriber.status == SubscriberStatus.ACTIVE,
+        ),
+    )
+    .values(
+        status=DeliveryStatus.SENDING,
+        attempts=D.attempts + 1,
+        lease_until=bindparam("lease"),
+        updated_at=bindparam("now"),
+    )
+)
+_MARK_SKIPPED = (
+    update(TABLE)
+    .where(*_IS_OURS)
+    .values(
+        status=DeliveryStatus.SKIPPED,
+        lease_until=None,
+        last_reply="the subscriber was no longer active at send time",
+        updated_at=bindparam("now"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +147,7 @@ class Ledger:
             stale.append(D.lease_until < now)
         with self.app.engine.begin() as connection:
             result = connection.execute(
-                update(Delivery)
+                update(TABLE)
                 .where(*stale)
                 .values(
                     status=DeliveryStatus.UNCERTAIN,
@@ -101,7 +158,7 @@ class Ledger:
             )
             if sole_sender:
                 connection.execute(
-                    update(Delivery)
+                    update(TABLE)
                     .where(mine, D.status.in_(PENDING), D.lease_until.is_not(None))
                     .values(lease_until=None)
                 )
@@ -110,7 +167,7 @@ class Ledger:
     def requeue_uncertain(self, now: datetime) -> int:
         with self.app.engine.begin() as connection:
             result = connection.execute(
-                update(Delivery)
+                update(TABLE)
                 .where(D.issue_id == self.issue_id, D.status == DeliveryStatus.UNCERTAIN)
                 .values(status=DeliveryStatus.QUEUED, lease_until=None, updated_at=now)
             )
@@ -136,7 +193,7 @@ class Ledger:
             if not ids:
                 return []
             connection.execute(
-                update(Delivery)
+                update(TABLE)
                 .where(D.id.in_(ids))
                 .values(claimed_by=claimer, lease_until=self._lease(now))
             )
@@ -158,46 +215,17 @@ class Ledger:
         """
         with self.app.engine.begin() as connection:
             if sent is not None:
-                connection.execute(
-                    update(Delivery)
-                    .where(D.id == sent)
-                    .values(
-                        status=DeliveryStatus.SENT, sent_at=now, lease_until=None, updated_at=now
-                    )
-                )
+                connection.execute(_MARK_SENT, {"row": sent, "now": now})
             if next_row is None:
                 return None
-            ours = (
-                D.id == next_row.delivery_id,
-                D.claimed_by == claimer,
-                D.status.in_(PENDING),
-            )
-            still_active = exists().where(
-                Subscriber.id == next_row.subscriber_id,
-                Subscriber.status == SubscriberStatus.ACTIVE,
-            )
+            ours = {"row": next_row.delivery_id, "claimer": claimer, "now": now}
             marked = connection.execute(
-                update(Delivery)
-                .where(*ours, still_active)
-                .values(
-                    status=DeliveryStatus.SENDING,
-                    attempts=D.attempts + 1,
-                    lease_until=self._lease(now),
-                    updated_at=now,
-                )
+                _MARK_SENDING,
+                {**ours, "subscriber": next_row.subscriber_id, "lease": self._lease(now)},
             )
             if marked.rowcount:
                 return True
-            skipped = connection.execute(
-                update(Delivery)
-                .where(*ours)
-                .values(
-                    status=DeliveryStatus.SKIPPED,
-                    lease_until=None,
-                    last_reply="the subscriber was no longer active at send time",
-                    updated_at=now,
-                )
-            )
+            skipped = connection.execute(_MARK_SKIPPED, ours)
             return False if skipped.rowcount else None
 
     def put_back(self, row: Claimed, now: datetime) -> None:
@@ -238,7 +266,7 @@ class Ledger:
         """A permanent failure; a bad address also marks the subscriber bounced."""
         with self.app.transaction() as session:
             session.execute(
-                update(Delivery)
+                update(TABLE)
                 .where(D.id == row.delivery_id)
                 .values(
                     status=DeliveryStatus.FAILED,
@@ -262,7 +290,7 @@ class Ledger:
     def _finish(self, row: Claimed, now: datetime, **values: object) -> None:
         with self.app.engine.begin() as connection:
             connection.execute(
-                update(Delivery).where(D.id == row.delivery_id).values(updated_at=now, **values)
+                update(TABLE).where(D.id == row.delivery_id).values(updated_at=now, **values)
             )
 
     def release(self, claimer: str, rows: Sequence[Claimed] = ()) -> None:
@@ -271,7 +299,7 @@ class Ledger:
         if rows:
             where.append(D.id.in_([r.delivery_id for r in rows]))
         with self.app.engine.begin() as connection:
-            connection.execute(update(Delivery).where(*where).values(lease_until=None))
+            connection.execute(update(TABLE).where(*where).values(lease_until=None))
 
     def seconds_until_due(self, now: datetime, own_prefix: str) -> float | None:
         """How long until there may be work for this sender; None when there will be none.
