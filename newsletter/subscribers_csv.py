@@ -119,7 +119,7 @@ def _rows(lines: Iterator[str], path: Path, zone: ZoneInfo, report: ImportReport
             return
         except csv.Error as exc:
             raise InputError(
-                f"{path}, line {reader.line_num + 1}: {exc}",
+                f"{path}, line {reader.line_num + 1}: {_csv_problem(exc)}",
                 hint="nothing was imported; fix the file and run the import again",
             ) from None
         line = reader_line + 1
@@ -136,7 +136,11 @@ def _read_header(line: str, path: Path) -> tuple[str, list[str]]:
     if _has_surrogates(line):
         raise InputError(f"{path}: the header is not UTF-8", hint="save the file as UTF-8")
     for delimiter in (",", ";", "\t"):
-        header = [h.strip().lower() for h in next(csv.reader([line], delimiter=delimiter))]
+        try:
+            cells = next(csv.reader([line], delimiter=delimiter, strict=True))
+        except csv.Error as exc:
+            raise InputError(f"{path}, line 1: {_csv_problem(exc)}") from None
+        header = [h.strip().lower() for h in cells]
         if "email" in header:
             return delimiter, header
     if "@" in line:
@@ -148,6 +152,14 @@ def _read_header(line: str, path: Path) -> tuple[str, list[str]]:
         f"{path}: the header has no `email` column",
         hint="the first line must name the columns, e.g. `email,name,status,subscribed_at`",
     )
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """The csv module's messages speak of its own API; say what is wrong with the file."""
+    text = str(exc)
+    if "new-line character" in text:
+        return "a line break inside an unquoted field (a bare carriage return?)"
+    return text
 
 
 def _has_surrogates(text: str) -> bool:

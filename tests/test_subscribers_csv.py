@@ -202,3 +202,12 @@ def test_cli_add_unsubscribe_list_export(cli: Cli, tmp_path: Path) -> None:
     assert unknown.exit_code == 1
     usage = cli("subscribers", "list", "--status", "sleeping")
     assert usage.exit_code == 2
+
+
+def test_bare_carriage_returns_are_a_clear_error(app: App, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="line 1: a line break inside an unquoted field"):
+        import_csv(app, _write(tmp_path, b"email\r\x01"))
+    path = _write(tmp_path, b"email,name\nok@example.org,A\rB\n")
+    with pytest.raises(InputError, match="line 2: a line break inside an unquoted field"):
+        import_csv(app, path)
+    assert _count(app) == 0
