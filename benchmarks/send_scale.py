@@ -92,6 +92,13 @@ class DelayProxy:
         self._ready.set()
         self.loop.run_forever()
         server.close()
+        # Connections still open at the end are cancelled and awaited, so nothing is left
+        # pending when the loop closes.
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
