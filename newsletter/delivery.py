@@ -23,10 +23,11 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 
 from .app import App
 from .db.models import DeliveryStatus, Issue, IssueStatus, Subscriber, SubscriberStatus
-from .errors import DeliveryError, NewsletterError, StateError
+from .errors import DatabaseError, DeliveryError, NewsletterError, StateError
 from .ledger import Claimed, Ledger
 from .message import DkimKey, IssueParts, MessageFactory, Recipient
 from .ratelimit import TokenBucket
@@ -179,6 +180,27 @@ def send_issue(
     progress: ProgressCallback | None = None,
 ) -> SendReport:
     """Send (or resume sending) the week's issue to its snapshot of active subscribers."""
+    try:
+        return _send_issue(app, week, options, progress)
+    except DBAPIError as exc:
+        raise _database_error(exc) from None
+
+
+def _database_error(exc: DBAPIError) -> DatabaseError:
+    """Every sent message is already recorded, so a database failure is a pause, not a loss."""
+    text = str(exc.orig or exc).strip().splitlines()
+    return DatabaseError(
+        f"the database failed during the send: {text[0] if text else type(exc).__name__}",
+        hint="check that the database is reachable, then run `newsletter send` again to resume",
+    )
+
+
+def _send_issue(
+    app: App,
+    week: Week,
+    options: SendOptions,
+    progress: ProgressCallback | None,
+) -> SendReport:
     issue = _sendable(app, week)
     if issue.status is IssueStatus.SENT and not options.resend_uncertain:
         raise StateError(
@@ -340,7 +362,8 @@ class _Run:
             skipped=self.skipped,
             elapsed=self.app.clock.monotonic() - started,
         )
-        for error in self.errors:
+        for failure in self.errors:
+            error = _database_error(failure) if isinstance(failure, DBAPIError) else failure
             if isinstance(error, NewsletterError):
                 report.error = str(error)
                 break
