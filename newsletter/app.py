@@ -57,6 +57,7 @@ class App:
                 base_dir=self.settings.base_dir,
                 password=self.settings.secrets.smtp_password,
                 timeout=self.settings.delivery.timeout,
+                messages_per_connection=self.settings.delivery.messages_per_connection,
             )
         return self._transport
 

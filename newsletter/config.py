@@ -247,6 +247,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{src}: newsletter.from must contain an email address")
     if not settings.newsletter.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: newsletter.base_url must start with https://")
+    if settings.delivery.messages_per_connection < 1:
+        raise ConfigError(f"{src}: delivery.messages_per_connection must be at least 1")
     if settings.delivery.connections < 1:
         raise ConfigError(f"{src}: delivery.connections must be at least 1")
     if settings.feeds.max_articles < 1:

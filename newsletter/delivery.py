@@ -10,6 +10,7 @@ holds a lock on the database file, which the kernel releases however the process
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import socket
@@ -42,6 +43,8 @@ from .transports import (
     UncertainOutcome,
 )
 from .weeks import Week
+
+log = logging.getLogger(__name__)
 
 BATCH = 100
 CONNECT_RETRIES = 4
@@ -315,6 +318,13 @@ class _Run:
         total: int,
     ) -> None:
         delivery = app.settings.delivery
+        if delivery.lease_seconds < 3 * delivery.timeout:
+            log.warning(
+                "delivery.lease_seconds (%g) is under three SMTP timeouts (%g): another sender "
+                "may declare a slow but live message uncertain",
+                delivery.lease_seconds,
+                3 * delivery.timeout,
+            )
         self.app = app
         self.transport = app.transport
         self.ledger = ledger

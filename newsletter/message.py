@@ -29,8 +29,7 @@ import dkim
 
 from .config import Settings
 from .errors import ConfigError, NewsletterError
-from .render import _MARKER as PERSONAL_MARKER
-from .render import PersonalFields, personalise
+from .render import PERSONAL_MARKER, PersonalFields, personalise
 from .tokens import Tokens
 
 CRLF = "\r\n"

@@ -98,7 +98,9 @@ class PersonalFields:
 _MARKERS = PersonalFields(
     unsubscribe_url="NLP-UNSUBSCRIBE_URL-0D1C", email="NLP-EMAIL-0D1C", name="NLP-NAME-0D1C"
 )
-_MARKER = re.compile(r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME)-0D1C(?:-(S?ATTR|S?URI))?")
+# Where a personal field sits in the rendered template; public so the message builder can
+# find the same places when it splits the MIME template around them.
+PERSONAL_MARKER = re.compile(r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME)-0D1C(?:-(S?ATTR|S?URI))?")
 _TAG = re.compile(r"<[a-zA-Z][^>]*>")
 # lxml quotes a value with ' when it contains " (and no '), so both quotings occur.
 _ATTRIBUTE = re.compile(r"""([\w:.-]+)=("[^"]*"|'[^']*')""")
@@ -177,7 +179,7 @@ def personalise(template: str, fields: PersonalFields, *, html: bool) -> str:
             return _escape_text(value).replace("'", "&#39;")
         return _escape_attribute(value)
 
-    return _MARKER.sub(replace, template)
+    return PERSONAL_MARKER.sub(replace, template)
 
 
 def sample_fields(settings: Settings) -> PersonalFields:
@@ -214,7 +216,7 @@ def _tag_contexts(html: str) -> str:
         kind = "URI" if match[1].lower() in _URL_ATTRIBUTES else "ATTR"
         if match[2].startswith("'"):
             kind = f"S{kind}"
-        value = _MARKER.sub(lambda m: f"{m[0]}-{kind}", match[2])
+        value = PERSONAL_MARKER.sub(lambda m: f"{m[0]}-{kind}", match[2])
         return f"{match[1]}={value}"
 
     def in_tag(match: re.Match[str]) -> str:

@@ -125,7 +125,12 @@ def _confirm(plan: SendPlan, resend_uncertain: bool) -> None:
 def _with_progress(
     plan: SendPlan, label: str, run: Callable[[ProgressCallback], SendReport]
 ) -> SendReport:
-    """Runs `run(callback)` under a progress bar (on stderr) fed by the engine's snapshots."""
+    """Runs `run(callback)` under a progress bar (on stderr) fed by the engine's snapshots.
+
+    Without a terminal there is no bar at all, so logs and cron mail carry only the report.
+    """
+    if not sys.stderr.isatty():
+        return run(lambda _progress: None)
     total = max(plan.recipients, 1)
     started = time.monotonic()
     with click.progressbar(
