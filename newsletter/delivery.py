@@ -47,6 +47,7 @@ from .weeks import Week
 log = logging.getLogger(__name__)
 
 BATCH = 100
+HEARTBEAT_SECONDS = 2.0
 CONNECT_RETRIES = 4
 POLL_SECONDS = 1.0
 OPEN = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, DeliveryStatus.SENDING)
@@ -220,7 +221,8 @@ def _send_issue(
             _reopen(app, issue.id)
         before = ledger.counts()
         pending = before[DeliveryStatus.QUEUED] + before[DeliveryStatus.DEFERRED]
-        report = _Run(app, ledger, _factory(app, issue), options, pending).execute(progress)
+        run = _Run(app, ledger, _factory(app, issue), options, pending, shared=not sole)
+        report = run.execute(progress)
         after = ledger.counts()
         if not any(after[s] for s in OPEN):
             _finish(app, issue.id)
@@ -316,6 +318,8 @@ class _Run:
         factory: MessageFactory,
         options: SendOptions,
         total: int,
+        *,
+        shared: bool,
     ) -> None:
         delivery = app.settings.delivery
         if delivery.lease_seconds < 3 * delivery.timeout:
@@ -332,7 +336,9 @@ class _Run:
         self.stop = options.stop
         self.connections = max(options.connections or delivery.connections, 1)
         rate = delivery.rate if options.rate is None else options.rate
+        self.rate = rate
         self.limiter = TokenBucket(rate, app.clock) if rate > 0 else None
+        self.shared = shared and self.limiter is not None
         per_connection = rate / self.connections if rate > 0 else float("inf")
         lease_share = per_connection * delivery.lease_seconds / 4
         self.batch = int(max(1, min(BATCH, lease_share)))
@@ -352,18 +358,26 @@ class _Run:
             threading.Thread(target=self._work, args=(n,), name=f"send-{n}", daemon=True)
             for n in range(self.connections)
         ]
+        self._share()
         for thread in threads:
             thread.start()
+        beat = self.app.clock.monotonic()
         try:
             while any(t.is_alive() for t in threads):
                 threads[0].join(0.2)
                 if progress is not None:
                     progress(self._progress())
+                if self.app.clock.monotonic() - beat >= HEARTBEAT_SECONDS:
+                    beat = self.app.clock.monotonic()
+                    self._share()
         except KeyboardInterrupt:
             self.stop.set()
             for thread in threads:
                 thread.join()
             raise
+        finally:
+            if self.shared:
+                self.ledger.leave(self.worker_id)
         if progress is not None:
             progress(self._progress())
         report = SendReport(
@@ -379,6 +393,17 @@ class _Run:
                 break
             raise error
         return report
+
+    def _share(self) -> None:
+        """Take this sender's part of the global rate, given who else is sending now."""
+        if not self.shared or self.limiter is None:
+            return
+        try:
+            total = self.ledger.heartbeat(self.worker_id, self.connections, self.app.clock.now())
+        except DBAPIError as exc:
+            self._fail_run(exc)
+            return
+        self.limiter.set_rate(self.rate * self.connections / total)
 
     def _progress(self) -> Progress:
         with self.lock:

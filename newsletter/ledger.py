@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    delete,
     exists,
     func,
     insert,
@@ -38,10 +39,12 @@ from sqlalchemy import (
 )
 
 from .app import App
-from .db.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from .db.models import Delivery, DeliveryStatus, Sender, Subscriber, SubscriberStatus
 from .subscribers import mark_bounced
 
 TABLE = cast(Table, Delivery.__table__)
+SENDERS = cast(Table, Sender.__table__)
+SENDER_STALE_SECONDS = 15.0  # a sender not heard from for this long no longer takes a share
 D = TABLE.c
 PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
 MAX_REPLY = 1000
@@ -338,6 +341,39 @@ class Ledger:
         if not candidates:
             return None
         return max((min(candidates) - now).total_seconds(), 0.0)
+
+    def heartbeat(self, worker_id: str, connections: int, now: datetime) -> int:
+        """Say this sender is alive; returns the connections of every sender seen lately.
+
+        Each sender takes `rate * its connections / that total`, so the configured rate
+        holds across machines and is taken up again when a sender stops or dies.
+        """
+        with self.app.engine.begin() as connection:
+            seen = connection.execute(
+                update(SENDERS)
+                .where(SENDERS.c.worker_id == worker_id)
+                .values(connections=connections, seen_at=now)
+            )
+            if not seen.rowcount:
+                connection.execute(
+                    insert(SENDERS).values(
+                        issue_id=self.issue_id,
+                        worker_id=worker_id,
+                        connections=connections,
+                        seen_at=now,
+                    )
+                )
+            total = connection.execute(
+                select(func.sum(SENDERS.c.connections)).where(
+                    SENDERS.c.issue_id == self.issue_id,
+                    SENDERS.c.seen_at >= now - timedelta(seconds=SENDER_STALE_SECONDS),
+                )
+            ).scalar()
+        return max(int(total or 0), connections)
+
+    def leave(self, worker_id: str) -> None:
+        with self.app.engine.begin() as connection:
+            connection.execute(delete(SENDERS).where(SENDERS.c.worker_id == worker_id))
 
     def counts(self) -> dict[DeliveryStatus, int]:
         with self.app.engine.connect() as connection:

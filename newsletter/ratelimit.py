@@ -1,7 +1,8 @@
 """A token bucket shared by every connection of one sending process.
 
-The budget is per process: several processes sharing one send each take their share of the
-configured rate (`rate / processes`), which keeps the total within it without a coordinator.
+Several processes sharing one send each take a share of the configured rate in proportion to
+their connections (`Ledger.heartbeat` tells each how many there are in all), which keeps the
+total within the rate without a coordinator.
 """
 
 from __future__ import annotations
@@ -37,3 +38,10 @@ class TokenBucket:
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait > 0:
             self.clock.sleep(wait)
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on (a sender's share when others join or leave)."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        with self._lock:
+            self.rate = rate

@@ -289,3 +289,16 @@ class Delivery(Base):
     updated_at: Mapped[datetime]
 
     subscriber: Mapped[Subscriber] = relationship()
+
+
+class Sender(Base):
+    """A process taking part in an issue's send, seen recently: how senders on several
+    machines split the global rate between them without a coordinator."""
+
+    __tablename__ = "senders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"), index=True)
+    worker_id: Mapped[str] = mapped_column(String(200), unique=True)
+    connections: Mapped[int] = mapped_column(Integer)
+    seen_at: Mapped[datetime]

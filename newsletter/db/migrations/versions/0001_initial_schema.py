@@ -280,10 +280,31 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_overrides")),
     )
+    op.create_table(
+        "senders",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("issue_id", sa.Integer(), nullable=False),
+        sa.Column("worker_id", sa.String(length=200), nullable=False),
+        sa.Column("connections", sa.Integer(), nullable=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["issue_id"],
+            ["issues.id"],
+            name=op.f("fk_senders_issue_id_issues"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_senders")),
+        sa.UniqueConstraint("worker_id", name=op.f("uq_senders_worker_id")),
+    )
+    with op.batch_alter_table("senders", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_senders_issue_id"), ["issue_id"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("senders", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_senders_issue_id"))
 
+    op.drop_table("senders")
     op.drop_table("overrides")
     op.drop_table("issue_articles")
     with op.batch_alter_table("events", schema=None) as batch_op:

@@ -1,0 +1,73 @@
+"""Several senders split the global rate between them through their heartbeats."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from newsletter.app import App
+from newsletter.clock import FixedClock
+from newsletter.db.models import Delivery, DeliveryStatus, Issue, IssueStatus
+from newsletter.ledger import SENDER_STALE_SECONDS, Ledger
+
+from .conftest import Cli
+from .faultsmtp import FaultPolicy, FaultServer
+from .test_faults import prepare
+
+
+def _issue(app: App) -> int:
+    with app.transaction() as session:
+        issue = Issue(week="2024-W47", status=IssueStatus.SENDING, created_at=app.clock.now())
+        session.add(issue)
+        session.flush()
+        return issue.id
+
+
+def test_heartbeats_count_the_connections_of_live_senders(app: App, clock: FixedClock) -> None:
+    ledger = Ledger(app, _issue(app))
+    assert ledger.heartbeat("host-a:1", 4, clock.now()) == 4
+    assert ledger.heartbeat("host-b:2", 2, clock.now()) == 6
+    assert ledger.heartbeat("host-a:1", 4, clock.now()) == 6  # a repeat beat is not a sender
+
+    clock.advance(SENDER_STALE_SECONDS + 1)
+    assert ledger.heartbeat("host-a:1", 4, clock.now()) == 4  # b died: its share comes back
+
+    ledger.heartbeat("host-b:2", 2, clock.now())
+    ledger.leave("host-a:1")
+    assert ledger.heartbeat("host-b:2", 2, clock.now() + timedelta(seconds=1)) == 2
+
+
+def test_two_senders_on_postgresql_keep_to_one_global_rate(
+    cli: Cli, database_url: str, tmp_path: Path
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several senders share a send on PostgreSQL only")
+    count, rate = 120, 30
+    setup = prepare(cli, database_url, tmp_path, count)
+    with FaultServer(FaultPolicy(), keep_content=False) as server:
+        options = ("--connections", "2", "--rate", str(rate))
+        # A short lease makes small claims, so both senders get work from the start.
+        short = {"NEWSLETTER_DELIVERY_LEASE_SECONDS": "8", "NEWSLETTER_DELIVERY_TIMEOUT": "2"}
+        senders = [setup.start(server.url, *options, **short) for _ in range(2)]
+        results = [p.communicate(timeout=120) for p in senders]
+        copies = server.per_recipient()
+    for process, (out, err) in zip(senders, results, strict=True):
+        assert process.returncode == 0, out + err
+    assert sorted(copies) == sorted(setup.emails)
+    engine = create_engine(setup.database_url)
+    try:
+        with engine.connect() as connection:
+            first, last = connection.execute(
+                select(func.min(Delivery.sent_at), func.max(Delivery.sent_at)).where(
+                    Delivery.status == DeliveryStatus.SENT
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    span = (last - first).total_seconds()
+    # At the global rate the send takes about count / rate = 4 s; two senders each taking
+    # the whole rate would finish in half that.
+    assert span >= 0.75 * count / rate, f"{count} messages in {span:.2f} s exceed {rate}/s"
