@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,10 @@ def make_engine(url: str) -> Engine:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "begin", _sqlite_begin)
+            writers = _WriterTurns()
+            event.listen(engine, "begin", writers.begin)
+            event.listen(engine, "commit", writers.end)
+            event.listen(engine, "rollback", writers.end)
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, ModuleNotFoundError, ValueError) as exc:
@@ -45,10 +49,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection: Any) -> None:
-    # IMMEDIATE takes the write lock up front: two writers wait for each other instead of
-    # one failing half-way with "database is locked" on its first write.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+class _WriterTurns:
+    """Transactions on one SQLite engine take turns inside the process.
+
+    BEGIN IMMEDIATE takes the write lock up front, so two writers wait for each other instead
+    of one failing half-way with "database is locked". Between threads of one process a
+    Python lock hands the turn over at once, where SQLite's busy handler would sleep in steps
+    of milliseconds (a send's connections commit once per message each); other processes
+    still wait on SQLite's own lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def begin(self, connection: Any) -> None:
+        self._lock.acquire()
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def end(self, _connection: Any) -> None:
+        self._lock.release()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
