@@ -30,7 +30,8 @@ from .app import App
 from .db.models import DeliveryStatus, Issue, IssueStatus, Subscriber, SubscriberStatus
 from .errors import DatabaseError, DeliveryError, NewsletterError, StateError
 from .ledger import Claimed, Ledger
-from .message import DkimKey, IssueParts, MessageFactory, Recipient
+from .message import DkimKey, IssueParts, MessageFactory
+from .mime import Recipient
 from .ratelimit import TokenBucket
 from .subscribers import find, normalise_email
 from .tokens import Tokens

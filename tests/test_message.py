@@ -16,13 +16,8 @@ import dkim
 import pytest
 
 from newsletter.config import DeliverySettings, NewsletterSettings, Secrets, Settings
-from newsletter.message import (
-    DkimKey,
-    HeaderInjectionError,
-    IssueParts,
-    MessageFactory,
-    Recipient,
-)
+from newsletter.message import DkimKey, IssueParts, MessageFactory
+from newsletter.mime import HeaderInjectionError, Recipient
 from newsletter.render import render_issue
 from newsletter.tokens import Tokens
 

@@ -26,7 +26,8 @@ from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.config import Settings
 from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
-from newsletter.message import IssueParts, MessageFactory, Recipient
+from newsletter.message import IssueParts, MessageFactory
+from newsletter.mime import Recipient
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
 from tests.conftest import REPO
