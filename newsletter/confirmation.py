@@ -16,7 +16,7 @@ from email.utils import format_datetime, getaddresses, make_msgid
 from jinja2 import Environment
 
 from .config import Settings
-from .errors import InputError
+from .mime import check_header_value
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,10 @@ def build(
     expires_hours: int,
 ) -> Confirmation:
     """The finished message; CR or LF in any header value is refused, never folded in."""
-    for value in (email, name, settings.newsletter.name, settings.newsletter.sender):
-        if "\r" in value or "\n" in value:
-            raise InputError("a line break is not allowed in a mail header")
+    check_header_value("address", email)
+    check_header_value("name", name)
+    check_header_value("newsletter name", settings.newsletter.name)
+    check_header_value("sender", settings.newsletter.sender)
     context = {
         "newsletter": settings.newsletter,
         "name": name,

@@ -8,13 +8,13 @@ from email import policy as email_policy
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from typing import Any
 
-from .errors import NewsletterError
+from .errors import InputError
 
 CRLF = "\r\n"
 MAX_LINE = 78
 
 
-class HeaderInjectionError(NewsletterError):
+class HeaderInjectionError(InputError):
     """A header value holds a line break: it would let its author add headers of their own."""
 
     hint = "remove line breaks from names, subjects and addresses"
