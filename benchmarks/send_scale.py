@@ -17,7 +17,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,47 +28,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from postfix import FEED, REPO, SINK, SOURCE, WEEK, free_port, smtp_sink
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
 from newsletter.db.models import Subscriber, SubscriberStatus
-
-REPO = Path(__file__).resolve().parent.parent
-FEED = REPO / "newsletter" / "data" / "feed.xml"
-WEEK = "2024-W47"
-SINK = "/usr/sbin/smtp-sink"
-SOURCE = "/usr/sbin/smtp-source"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def smtp_sink() -> Iterator[int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [SINK, "-u", "nobody", f"127.0.0.1:{port}", "1024"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 class DelayProxy:

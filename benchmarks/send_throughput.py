@@ -15,47 +15,13 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-FEED = REPO / "newsletter" / "data" / "feed.xml"
-WEEK = "2024-W47"
-SINK = "/usr/sbin/smtp-sink"
-SOURCE = "/usr/sbin/smtp-source"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def smtp_sink() -> Iterator[int]:
-    port = free_port()
-    sink = subprocess.Popen(
-        [SINK, "-u", "nobody", f"127.0.0.1:{port}", "1024"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield port
-    finally:
-        sink.terminate()
-        sink.wait(10)
+from postfix import FEED, REPO, SOURCE, WEEK, smtp_sink
 
 
 def prepare(folder: Path, size: int) -> Path:
