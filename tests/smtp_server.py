@@ -69,9 +69,26 @@ class Handler:
     """Scripted replies are consumed one per RCPT for that address; then it is accepted."""
 
     replies: dict[str, list[str]] = field(default_factory=dict)
+    pipelining: bool = True
     received: list[Received] = field(default_factory=list)
+    recipients_offered: list[str] = field(default_factory=list)
     transactions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd reads pipelined commands in order but does not say so; Postfix, Exim
+        and the big providers do, and then the client takes the pipelined path."""
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_RCPT(
         self,
@@ -82,6 +99,7 @@ class Handler:
         rcpt_options: list[str],
     ) -> str:
         with self.lock:
+            self.recipients_offered.append(address)
             script = self.replies.get(address.lower())
             reply = script.pop(0) if script else ""
         if reply:
@@ -118,8 +136,12 @@ class SmtpServer:
         login: tuple[str, str] | None = None,
         replies: dict[str, list[str]] | None = None,
         smtputf8: bool = True,
+        pipelining: bool = True,
     ) -> None:
-        self.handler = Handler(replies={k.lower(): list(v) for k, v in (replies or {}).items()})
+        self.handler = Handler(
+            replies={k.lower(): list(v) for k, v in (replies or {}).items()},
+            pipelining=pipelining,
+        )
         self.login = login
         self.implicit_tls = implicit_tls
         self.certificate = certificate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,10 @@ def transport(url: str, **kwargs: object) -> SmtpTransport:
     return result
 
 
-def test_plain_smtp_delivers_and_reuses_the_connection() -> None:
-    with SmtpServer() as server, transport(server.url()).connect() as connection:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "step-by-step"])
+def test_plain_smtp_delivers_and_reuses_the_connection(pipelining: bool) -> None:
+    server = SmtpServer(pipelining=pipelining)
+    with server, transport(server.url()).connect() as connection:
         for n in range(3):
             connection.send("bounces@example.org", f"r{n}@example.org", MESSAGE)
     got = server.received
@@ -119,10 +122,11 @@ def test_password_is_never_sent_without_tls() -> None:
         ("554 5.7.1 Rejected under policy", PolicyFailure, False),
     ],
 )
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "step-by-step"])
 def test_recipient_replies_map_to_failure_kinds(
-    reply: str, kind: type[Exception], bounce: bool
+    reply: str, kind: type[Exception], bounce: bool, pipelining: bool
 ) -> None:
-    server = SmtpServer(replies={"bad@example.org": [reply]})
+    server = SmtpServer(replies={"bad@example.org": [reply]}, pipelining=pipelining)
     with server, transport(server.url()).connect() as connection:
         with pytest.raises(kind) as caught:
             connection.send("a@example.org", "bad@example.org", MESSAGE)
@@ -132,6 +136,34 @@ def test_recipient_replies_map_to_failure_kinds(
         # The session was reset and still works for the next recipient.
         connection.send("a@example.org", "good@example.org", MESSAGE)
     assert [r.recipient for r in server.received] == ["good@example.org"]
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "step-by-step"])
+def test_an_abandoned_offer_delivers_nothing_and_the_next_message_goes(pipelining: bool) -> None:
+    """The engine abandons an offered envelope when the ledger says the row must not go;
+    the server may already have answered DATA with 354, so only dropping the session is safe."""
+    server = SmtpServer(pipelining=pipelining)
+    with server, transport(server.url()).connect() as connection:
+        connection.send("a@example.org", "first@example.org", MESSAGE)
+        connection.offer("a@example.org", "dropped@example.org")
+        connection.abandon()
+        connection.send("a@example.org", "after@example.org", MESSAGE)
+    assert [r.recipient for r in server.received] == ["first@example.org", "after@example.org"]
+
+
+def test_a_pipelined_offer_puts_the_envelope_on_the_wire_at_once() -> None:
+    """With PIPELINING the envelope is written by `offer` and its replies are read by
+    `transmit`, so the sender can commit to its ledger while they travel."""
+    with SmtpServer() as server, transport(server.url()).connect() as connection:
+        connection.offer("a@example.org", "r@example.org")
+        deadline = time.monotonic() + 5
+        while not server.handler.recipients_offered and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.handler.recipients_offered == ["r@example.org"]
+        assert not server.received
+        connection.transmit(MESSAGE)
+        connection.confirm()
+    assert [r.recipient for r in server.received] == ["r@example.org"]
 
 
 def test_421_closes_and_the_next_message_reconnects() -> None:

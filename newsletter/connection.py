@@ -1,0 +1,82 @@
+"""What the delivery engine asks of a transport: connections that take one message at a time,
+in three steps so that a sender can do its own work while the server answers.
+
+    offer(sender, recipient)   the envelope goes out; with PIPELINING nobody waits for it
+    transmit(message)          the envelope's replies are checked and the message sent
+    confirm()                  the server's verdict on that message is awaited
+
+Between `offer` and `transmit` the engine records in its ledger that the message is about to
+go, and between `transmit` and `confirm` it prepares the next one; both waits then cost no
+time of their own. `abandon` drops an offered transaction that must not go after all.
+Failures are raised as the kinds in `failures.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Protocol, Self
+
+
+class Connection(Protocol):
+    def offer(self, envelope_from: str, recipient: str) -> None: ...
+
+    def transmit(self, message: bytes, data: bytes | None = None) -> None:
+        """`data`, when given, is `message` already dot-stuffed and terminated for DATA."""
+        ...
+
+    def confirm(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Connection: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Transport(Protocol):
+    description: str
+
+    def connect(self) -> Connection: ...
+
+
+class StepwiseConnection(ABC):
+    """`send` as the three steps in a row, and closing on leaving a `with` block."""
+
+    @abstractmethod
+    def offer(self, envelope_from: str, recipient: str) -> None: ...
+
+    @abstractmethod
+    def transmit(self, message: bytes, data: bytes | None = None) -> None: ...
+
+    @abstractmethod
+    def confirm(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> None:
+        """Deliver one message to one recipient or raise one of the failure kinds."""
+        self.offer(envelope_from, recipient)
+        self.transmit(message)
+        self.confirm()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
