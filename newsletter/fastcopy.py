@@ -18,7 +18,7 @@ from email.headerregistry import Address
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from .mime import CRLF, MAX_LINE, POLICY, Recipient, fold_uri_list
+from .mime import CRLF, MAX_LINE, POLICY, Recipient, dot_stuff, fold_uri_list
 from .render import PERSONAL_MARKER, PersonalFields, personalise
 
 if TYPE_CHECKING:
@@ -190,29 +190,32 @@ class _Part:
         return part
 
     def encode(self, fields: PersonalFields) -> bytes:
-        pieces = [self.static[0]]
-        for line, after in zip(self.personal, self.static[1:], strict=True):
+        lines = self.personal_lines(fields)
+        return b"".join(_interleave(self.static, lines))
+
+    def personal_lines(self, fields: PersonalFields) -> list[bytes]:
+        lines = []
+        for line in self.personal:
             if isinstance(line, _LongLine):
-                pieces.append(line.encode(fields).encode("ascii") + b"\r\n")
+                lines.append(line.encode(fields).encode("ascii") + b"\r\n")
             else:
-                pieces.append(_qp_line(personalise(line, fields, html=self.html)) + b"\r\n")
-            pieces.append(after)
-        return b"".join(pieces)
+                lines.append(_qp_line(personalise(line, fields, html=self.html)) + b"\r\n")
+        return lines
 
 
 @dataclass(frozen=True)
 class FastTemplate:
-    """The serialised message cut around everything that depends on the recipient."""
+    """The serialised message cut around everything that depends on the recipient.
 
-    before_to: bytes
-    between_to_and_date: bytes
-    between_date_and_id: bytes
-    between_id_and_unsubscribe: bytes
-    before_text: bytes
+    `static` holds the runs between the personal pieces, and `stuffed` the same runs
+    dot-stuffed for SMTP's DATA, so that per message only the small personal pieces are
+    scanned for a leading dot.
+    """
+
+    static: tuple[bytes, ...]
+    stuffed: tuple[bytes, ...]
     text: _Part
-    between_parts: bytes
     html: _Part
-    after_html: bytes
 
     @classmethod
     def learn(cls, factory: MessageFactory) -> FastTemplate | None:
@@ -227,44 +230,75 @@ class FastTemplate:
         text_body = personalise(factory.issue.text, fields, html=False)
         html_body = personalise(factory.issue.html, fields, html=True)
         whole = factory.reference_bytes(recipient, token, now, text=text_body, html=html_body)
-        personal = [
+        headers = [
             _to_header(recipient),
             _date_header(now),
             f"Message-ID: {factory.message_id(recipient)}{CRLF}".encode("ascii"),
             fold_uri_list("List-Unsubscribe", factory.list_unsubscribe(token)).encode(),
-            text.encode(fields),
-            html.encode(fields),
         ]
-        pieces = _split_around(whole, personal)
-        if pieces is None:
+        runs = _split_around(whole, [*headers, text.encode(fields), html.encode(fields)])
+        if runs is None:
             return None
-        template = cls(
-            pieces[0], pieces[1], pieces[2], pieces[3], pieces[4], text, pieces[5], html, pieces[6]
+        static = _runs(
+            [*_slots(runs[:5]), *_slots(text.static), runs[5], *_slots(html.static), runs[6]]
         )
+        template = cls(tuple(static), tuple(dot_stuff(run) for run in static), text, html)
         if template.render(factory, recipient, now) != whole:
             return None
         return template
 
-    def render(self, factory: MessageFactory, recipient: Recipient, now: datetime) -> bytes:
+    def _personal(
+        self, factory: MessageFactory, recipient: Recipient, now: datetime
+    ) -> list[bytes]:
         token = factory.token(recipient)
         fields = factory.personal_fields(recipient, token)
-        return b"".join(
-            (
-                self.before_to,
-                _to_header(recipient),
-                self.between_to_and_date,
-                _date_header(now),
-                self.between_date_and_id,
-                f"Message-ID: {factory.message_id(recipient)}{CRLF}".encode("ascii"),
-                self.between_id_and_unsubscribe,
-                fold_uri_list("List-Unsubscribe", factory.list_unsubscribe(token)).encode(),
-                self.before_text,
-                self.text.encode(fields),
-                self.between_parts,
-                self.html.encode(fields),
-                self.after_html,
-            )
-        )
+        return [
+            _to_header(recipient),
+            _date_header(now),
+            f"Message-ID: {factory.message_id(recipient)}{CRLF}".encode("ascii"),
+            fold_uri_list("List-Unsubscribe", factory.list_unsubscribe(token)).encode(),
+            *self.text.personal_lines(fields),
+            *self.html.personal_lines(fields),
+        ]
+
+    def render(self, factory: MessageFactory, recipient: Recipient, now: datetime) -> bytes:
+        return b"".join(_interleave(self.static, self._personal(factory, recipient, now)))
+
+    def render_for_smtp(
+        self, factory: MessageFactory, recipient: Recipient, now: datetime
+    ) -> tuple[bytes, bytes]:
+        """The message, and the same message as SMTP's DATA section."""
+        personal = self._personal(factory, recipient, now)
+        message = b"".join(_interleave(self.static, personal))
+        stuffed = [dot_stuff(piece) for piece in personal]
+        return message, b"".join(_interleave(self.stuffed, stuffed)) + b".\r\n"
+
+
+def _interleave(runs: Sequence[bytes], between: Sequence[bytes]) -> list[bytes]:
+    """runs[0], between[0], runs[1], ..., runs[-1]."""
+    out = [runs[0]]
+    for piece, run in zip(between, runs[1:], strict=True):
+        out += (piece, run)
+    return out
+
+
+def _slots(runs: Sequence[bytes]) -> list[bytes | None]:
+    """The runs with a personal slot (None) between each two."""
+    out: list[bytes | None] = [runs[0]]
+    for run in runs[1:]:
+        out += (None, run)
+    return out
+
+
+def _runs(layout: Sequence[bytes | None]) -> list[bytes]:
+    """The static runs around the slots of `layout`, neighbours joined into one."""
+    runs = [b""]
+    for item in layout:
+        if item is None:
+            runs.append(b"")
+        else:
+            runs[-1] += item
+    return runs
 
 
 def _split_around(whole: bytes, pieces: Sequence[bytes]) -> list[bytes] | None:

@@ -68,6 +68,7 @@ class Envelope:
     sender: str
     recipient: str
     message: bytes
+    data: bytes | None = None  # `message` as SMTP's DATA section, when it came for free
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,10 @@ class MessageFactory:
         check_header_value("recipient address", recipient.email)
         if self._fast is None or not recipient.email.isascii():
             return self.build_reference(recipient, now)
-        return self._envelope(recipient, self._fast.render(self, recipient, now))
+        if self.dkim_key is not None:
+            return self._envelope(recipient, self._fast.render(self, recipient, now))
+        message, data = self._fast.render_for_smtp(self, recipient, now)
+        return Envelope(self.envelope_sender(recipient), recipient.email, message, data)
 
     def build_reference(self, recipient: Recipient, now: datetime) -> Envelope:
         """The recipient's message built entirely by the standard library."""

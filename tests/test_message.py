@@ -17,8 +17,9 @@ import pytest
 
 from newsletter.config import DeliverySettings, NewsletterSettings, Secrets, Settings
 from newsletter.message import DkimKey, IssueParts, MessageFactory
-from newsletter.mime import HeaderInjectionError, Recipient
+from newsletter.mime import HeaderInjectionError, Recipient, dot_stuff
 from newsletter.render import render_issue
+from newsletter.smtp import data_section
 from newsletter.tokens import Tokens
 
 from .sample_issue import sample_issue
@@ -78,7 +79,29 @@ def test_fast_path_gives_the_same_bytes_as_the_standard_library(rendered: IssueP
         else:  # written as UTF-8, for a server that offers SMTPUTF8
             assert recipient.email.encode() in fast.message.partition(b"\r\n\r\n")[0]
         slow = factory.build_reference(recipient, NOW)
-        assert fast == slow, recipient
+        assert (fast.sender, fast.recipient, fast.message) == (
+            slow.sender,
+            slow.recipient,
+            slow.message,
+        ), recipient
+        if fast.data is not None:  # the pre-stuffed DATA section is the one SMTP would make
+            assert fast.data == data_section(slow.message), recipient
+
+
+def test_dot_stuffing_doubles_only_a_leading_dot() -> None:
+    message = b".starts\r\nmid.dle\r\n.\r\n..two\r\nend"
+    assert dot_stuff(message) == b"..starts\r\nmid.dle\r\n..\r\n...two\r\nend"
+    assert data_section(message) == b"..starts\r\nmid.dle\r\n..\r\n...two\r\nend\r\n.\r\n"
+    assert dot_stuff(b"no dots\r\n") == b"no dots\r\n"
+
+
+def test_the_stuffed_template_has_work_to_do(rendered: IssueParts) -> None:
+    """The rendered issue has lines that start with a dot, so the comparison above shows the
+    template's stuffing, not an absence of dots."""
+    message = factory_for(rendered).build(RECIPIENTS[0], NOW)
+    assert b"\n." in message.message
+    assert message.data is not None
+    assert b"\n.." in message.data
 
 
 def test_every_header_and_both_parts(rendered: IssueParts) -> None:
