@@ -11,12 +11,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy import Connection as DatabaseConnection
 from sqlalchemy.exc import DBAPIError
 
 from .app import App
 from .errors import DatabaseError, DeliveryError, NewsletterError
 from .ledger import Claimed, Ledger
-from .message import MessageFactory
+from .message import Envelope, MessageFactory
 from .mime import Recipient
 from .ratelimit import TokenBucket
 from .transports import (
@@ -91,6 +92,15 @@ def database_error(exc: DBAPIError) -> DatabaseError:
         f"the database failed during the send: {text[0] if text else type(exc).__name__}",
         hint="check that the database is reachable, then run `newsletter send` again to resume",
     )
+
+
+@dataclass(frozen=True)
+class _Lane:
+    """What one sending thread holds for the whole send."""
+
+    claimer: str  # the name its claims on ledger rows go by
+    database: DatabaseConnection  # its own, for the commit it makes per message
+    outbound: Connection
 
 
 class SendWorkers:
@@ -213,7 +223,8 @@ class SendWorkers:
         claimer = f"{self.worker_id}/{number}"
         connection = self.transport.connect()
         try:
-            self._loop(claimer, connection)
+            with self.app.engine.connect() as database:
+                self._loop(_Lane(claimer, database, connection))
         except BaseException as exc:
             self._fail_run(exc)
         finally:
@@ -223,11 +234,11 @@ class SendWorkers:
             except Exception as exc:
                 self._fail_run(exc)
 
-    def _loop(self, claimer: str, connection: Connection) -> None:
+    def _loop(self, lane: _Lane) -> None:
         unreachable = 0
         while not self.stop.is_set():
             now = self.app.clock.now()
-            batch = self.ledger.claim(claimer, self.batch, now)
+            batch = self.ledger.claim(lane.claimer, self.batch, now)
             if not batch:
                 self.ledger.recover(now, sole_sender=False)
                 wait = self.ledger.seconds_until_due(now, self.worker_id)
@@ -240,7 +251,7 @@ class SendWorkers:
             with self.lock:
                 self.waiting = False
             try:
-                self._send_batch(claimer, connection, batch)
+                self._send_batch(lane, batch)
                 unreachable = 0
             except ServerUnavailable as exc:
                 unreachable += 1
@@ -248,58 +259,117 @@ class SendWorkers:
                     raise DeliveryError(str(exc)) from None
                 self.app.clock.sleep(2.0**unreachable)
 
-    def _send_batch(self, claimer: str, connection: Connection, batch: list[Claimed]) -> None:
-        sent: int | None = None
+    def _send_batch(self, lane: _Lane, batch: list[Claimed]) -> None:
+        """Send a claimed batch, overlapping the ledger's work with the server's.
+
+        Each message is built while the server reads the one before, and its row is marked
+        `sending` (together with the previous row's `sent`, in one commit) while the
+        envelope's replies are on their way. At most one row per connection is ever
+        `sending`, so a crash leaves at most one message per connection in doubt.
+        """
+        accepted: Claimed | None = None  # the server has it; not yet recorded
+        in_flight: Claimed | None = None  # transmitted; the server's verdict not yet read
         try:
             for index, row in enumerate(batch):
                 if self.stop.is_set():
-                    return
-                if self.limiter is not None:
-                    self.limiter.acquire()
-                go = self.ledger.advance(claimer, sent, row, self.app.clock.now())
-                if sent is not None:
-                    self._count("sent")
-                sent = None
-                if go is False:
-                    self._count("skipped")
-                if not go:
+                    break
+                envelope = self._build(row)
+                if in_flight is not None:
+                    accepted = in_flight if self._verdict(in_flight, lane.outbound) else None
+                    in_flight = None
+                if envelope is None:
                     continue
                 try:
-                    if self._deliver(row, connection):
-                        sent = row.delivery_id
+                    if self._start(lane, row, envelope, accepted):
+                        in_flight = row
                 except ServerUnavailable:
-                    self.ledger.release(claimer, batch[index + 1 :])
+                    self.ledger.release(lane.claimer, batch[index + 1 :])
                     raise
+                finally:
+                    accepted = None
         finally:
-            if sent is not None:
-                self.ledger.advance(claimer, sent, None, self.app.clock.now())
-                self._count("sent")
+            if in_flight is not None and self._verdict(in_flight, lane.outbound):
+                accepted = in_flight
+            if accepted is not None:
+                self._advance(lane, accepted, None)
 
-    def _deliver(self, row: Claimed, connection: Connection) -> bool:
-        """Offer one message; True once the server has accepted it (recorded by the caller
-        together with the next row, to keep to one commit per message)."""
+    def _start(
+        self, lane: _Lane, row: Claimed, envelope: Envelope, accepted: Claimed | None
+    ) -> bool:
+        """Offer `row`'s message, record the one before it, then transmit; True once the
+        message is with the server, awaiting its verdict."""
+        if self.limiter is not None:
+            self.limiter.acquire()
+        failure = self._attempt(lane.outbound.offer, envelope.sender, envelope.recipient)
+        if not self._advance(lane, accepted, row):
+            if failure is None:
+                lane.outbound.abandon()
+            return False
+        failure = failure or self._attempt(lane.outbound.transmit, envelope.message, envelope.data)
+        if failure is None:
+            return True
+        self._settle(row, failure)
+        if isinstance(failure, ServerUnavailable):
+            raise failure
+        return False
+
+    def _advance(self, lane: _Lane, accepted: Claimed | None, row: Claimed | None) -> bool:
+        """Record `accepted` as sent and mark `row` sending; False if `row` is not to go."""
+        go = self.ledger.advance(
+            lane.database,
+            lane.claimer,
+            None if accepted is None else accepted.delivery_id,
+            row,
+            self.app.clock.now(),
+        )
+        if accepted is not None:
+            self._count("sent")
+        if go is False:
+            self._count("skipped")
+        return bool(go)
+
+    def _build(self, row: Claimed) -> Envelope | None:
+        """The row's message; a row whose message cannot be made fails on its own."""
         recipient = Recipient(row.subscriber_id, row.email, row.name)
         try:
-            envelope = self.factory.build(recipient, self.app.clock.now())
-            connection.send(envelope.sender, envelope.recipient, envelope.message)
-        except ServerUnavailable:
-            self.ledger.put_back(row, self.app.clock.now())
-            raise
-        except PolicyFailure as exc:
-            self.ledger.put_back(row, self.app.clock.now())
-            self._fail_run(exc)
-        except PermanentFailure as exc:
-            self.ledger.fail(row, exc.message, bounce=exc.bounce, now=self.app.clock.now())
-            self._count("failed")
-        except TransientFailure as exc:
-            retried = self.ledger.defer(row, exc.message, self.app.clock.now())
-            self._count("deferred" if retried else "failed")
-        except UncertainOutcome as exc:
-            self.ledger.uncertain(row, exc.message, self.app.clock.now())
-            self._count("uncertain")
+            return self.factory.build(recipient, self.app.clock.now())
         except NewsletterError as exc:
             self.ledger.fail(row, exc.message, bounce=False, now=self.app.clock.now())
             self._count("failed")
-        else:
+            return None
+
+    @staticmethod
+    def _attempt(step: Callable[..., None], *args: object) -> DeliveryError | None:
+        try:
+            step(*args)
+        except DeliveryError as exc:
+            return exc
+        return None
+
+    def _verdict(self, row: Claimed, connection: Connection) -> bool:
+        """Whether the server accepted the message transmitted for `row`."""
+        failure = self._attempt(connection.confirm)
+        if failure is None:
             return True
+        self._settle(row, failure)
         return False
+
+    def _settle(self, row: Claimed, failure: DeliveryError) -> None:
+        """Record a row the server did not take, by the kind of its failure."""
+        now = self.app.clock.now()
+        if isinstance(failure, PolicyFailure | ServerUnavailable):
+            self.ledger.put_back(row, now)
+            if isinstance(failure, PolicyFailure):
+                self._fail_run(failure)
+        elif isinstance(failure, PermanentFailure):
+            self.ledger.fail(row, failure.message, bounce=failure.bounce, now=now)
+            self._count("failed")
+        elif isinstance(failure, TransientFailure):
+            retried = self.ledger.defer(row, failure.message, now)
+            self._count("deferred" if retried else "failed")
+        elif isinstance(failure, UncertainOutcome):
+            self.ledger.uncertain(row, failure.message, now)
+            self._count("uncertain")
+        else:
+            self.ledger.fail(row, failure.message, bounce=False, now=now)
+            self._count("failed")

@@ -65,7 +65,7 @@ class _WriterTurns:
     def begin(self, connection: Any) -> None:
         self._lock.acquire()
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
         except BaseException:
             self._lock.release()
             raise
