@@ -103,6 +103,16 @@ class Claimed:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Step:
+    """One connection moving on: `sent` was accepted, `next_row` is about to go."""
+
+    claimer: str
+    sent: int | None
+    next_row: Claimed | None
+    now: datetime
+
+
 class Ledger:
     def __init__(self, app: App, issue_id: int) -> None:
         self.app = app
@@ -213,35 +223,32 @@ class Ledger:
             ).all()
         return [Claimed(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    def advance(
-        self,
-        connection: Connection,
-        claimer: str,
-        sent: int | None,
-        next_row: Claimed | None,
-        now: datetime,
-    ) -> bool | None:
-        """Record the previous row as sent and mark the next one `sending`, in one commit.
+    def advance(self, connection: Connection, steps: Sequence[Step]) -> list[bool | None]:
+        """For each step, record the previous row as sent and mark the next one `sending`;
+        all in one commit.
 
-        `connection` is the sending thread's own, held for the whole send, and the
-        statements go straight to the driver: this runs once per message, and a pool
-        checkout plus SQLAlchemy's execution path cost over half its time.
-        Returns whether the next row may be sent: False if its subscriber is no longer
-        active (the row is skipped), None if the row is no longer ours to send.
+        Each result says whether the step's next row may be sent: False if its subscriber
+        is no longer active (the row is skipped), None if the row is no longer ours.
+        `connection` is held by the caller for the whole send, and the statements go
+        straight to the driver: this runs once per message, and a pool checkout plus
+        SQLAlchemy's execution path cost over half its time.
         """
         with connection.begin():
-            if sent is not None:
-                self._mark_sent.execute(connection, {"row": sent, "now": now})
-            if next_row is None:
-                return None
-            ours = {"row": next_row.delivery_id, "claimer": claimer, "now": now}
-            marked = self._mark_sending.execute(
-                connection,
-                {**ours, "subscriber": next_row.subscriber_id, "lease": self._lease(now)},
-            )
-            if marked:
-                return True
-            return False if self._mark_skipped.execute(connection, ours) else None
+            return [self._step(connection, step) for step in steps]
+
+    def _step(self, connection: Connection, step: Step) -> bool | None:
+        if step.sent is not None:
+            self._mark_sent.execute(connection, {"row": step.sent, "now": step.now})
+        if step.next_row is None:
+            return None
+        ours = {"row": step.next_row.delivery_id, "claimer": step.claimer, "now": step.now}
+        marked = self._mark_sending.execute(
+            connection,
+            {**ours, "subscriber": step.next_row.subscriber_id, "lease": self._lease(step.now)},
+        )
+        if marked:
+            return True
+        return False if self._mark_skipped.execute(connection, ours) else None
 
     def put_back(self, row: Claimed, now: datetime) -> None:
         """Undo `advance` for a row that was never offered to the server."""

@@ -16,7 +16,8 @@ from sqlalchemy.exc import DBAPIError
 
 from .app import App
 from .errors import DatabaseError, DeliveryError, NewsletterError
-from .ledger import Claimed, Ledger
+from .groupcommit import GroupCommit
+from .ledger import Claimed, Ledger, Step
 from .message import Envelope, MessageFactory
 from .mime import Recipient
 from .ratelimit import TokenBucket
@@ -127,6 +128,7 @@ class SendWorkers:
         self.app = app
         self.transport = app.transport
         self.ledger = ledger
+        self.commits = GroupCommit(ledger)
         self.factory = factory
         self.stop = options.stop
         self.connections = max(options.connections or delivery.connections, 1)
@@ -315,13 +317,13 @@ class SendWorkers:
 
     def _advance(self, lane: _Lane, accepted: Claimed | None, row: Claimed | None) -> bool:
         """Record `accepted` as sent and mark `row` sending; False if `row` is not to go."""
-        go = self.ledger.advance(
-            lane.database,
+        step = Step(
             lane.claimer,
             None if accepted is None else accepted.delivery_id,
             row,
             self.app.clock.now(),
         )
+        go = self.commits.advance(lane.database, step)
         if accepted is not None:
             self._count("sent")
         if go is False:

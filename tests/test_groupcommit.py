@@ -1,0 +1,73 @@
+"""Several connections stepping through their claims at once, committed together."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import ResourceClosedError
+
+from newsletter.app import App
+from newsletter.db.models import Delivery, DeliveryStatus, Issue
+from newsletter.groupcommit import GroupCommit
+from newsletter.ledger import Claimed, Ledger, Step
+
+from .test_delivery import built, subscribe
+
+
+def claimed_ledger(app: App, claimers: list[str], each: int) -> tuple[Ledger, list[list[Claimed]]]:
+    built(app)
+    subscribe(app, len(claimers) * each)
+    with app.transaction() as session:
+        issue_id = session.scalars(select(Issue.id)).one()
+    ledger = Ledger(app, issue_id)
+    with app.engine.begin() as connection:
+        ledger.snapshot(connection, app.clock.now())
+    return ledger, [ledger.claim(claimer, each, app.clock.now()) for claimer in claimers]
+
+
+def test_concurrent_steps_each_commit_once_with_their_own_result(app: App) -> None:
+    claimers = [f"sender/{n}" for n in range(4)]
+    ledger, claims = claimed_ledger(app, claimers, 15)
+    commits = GroupCommit(ledger)
+    results: dict[str, list[bool | None]] = {}
+    start = threading.Barrier(len(claimers))
+
+    def work(claimer: str, rows: list[Claimed]) -> None:
+        mine = results.setdefault(claimer, [])
+        start.wait(10)
+        with app.engine.connect() as connection:
+            previous = None
+            for row in [*rows, None]:
+                step = Step(claimer, previous, row, app.clock.now())
+                mine.append(commits.advance(connection, step))
+                previous = row.delivery_id if row else None
+
+    threads = [
+        threading.Thread(target=work, args=pair) for pair in zip(claimers, claims, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(results[c] == [True] * 15 + [None] for c in claimers)
+    with app.transaction() as session:
+        assert set(session.scalars(select(Delivery.status))) == {DeliveryStatus.SENT}
+
+
+def test_a_row_claimed_by_another_connection_is_not_marked(app: App) -> None:
+    ledger, (first, _second) = claimed_ledger(app, ["sender/0", "sender/1"], 2)
+    with app.engine.connect() as connection:
+        result = GroupCommit(ledger).advance(
+            connection, Step("sender/1", None, first[0], app.clock.now())
+        )
+    assert result is None
+
+
+def test_a_failed_commit_reaches_the_caller(app: App) -> None:
+    ledger, (rows,) = claimed_ledger(app, ["sender/0"], 1)
+    connection = app.engine.connect()
+    connection.close()
+    with pytest.raises(ResourceClosedError):
+        GroupCommit(ledger).advance(connection, Step("sender/0", None, rows[0], app.clock.now()))
