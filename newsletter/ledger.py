@@ -153,8 +153,9 @@ class Ledger:
         )
         return int(result.rowcount or 0)
 
-    def recover(self, now: datetime, *, sole_sender: bool) -> int:
-        """Rows left `sending` by a sender that died become `uncertain`; returns how many.
+    def recover(self, now: datetime, *, sole_sender: bool, requeue: bool = False) -> int:
+        """Rows left `sending` by a sender that died become `uncertain`, or `queued` again
+        when the operator asked for uncertain rows to be resent; returns how many.
 
         As the sole sender (the SQLite lock is ours) every such row is orphaned at once;
         otherwise only those whose lease has run out, since their sender may be alive.
@@ -168,7 +169,7 @@ class Ledger:
                 update(TABLE)
                 .where(*stale)
                 .values(
-                    status=DeliveryStatus.UNCERTAIN,
+                    status=DeliveryStatus.QUEUED if requeue else DeliveryStatus.UNCERTAIN,
                     lease_until=None,
                     last_reply="the sender stopped during this message's SMTP transaction",
                     updated_at=now,

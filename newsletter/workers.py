@@ -131,6 +131,7 @@ class SendWorkers:
         self.commits = GroupCommit(ledger)
         self.factory = factory
         self.stop = options.stop
+        self.resend_uncertain = options.resend_uncertain
         self.connections = max(options.connections or delivery.connections, 1)
         rate = delivery.rate if options.rate is None else options.rate
         self.rate = rate
@@ -242,7 +243,13 @@ class SendWorkers:
             now = self.app.clock.now()
             batch = self.ledger.claim(lane.claimer, self.batch, now)
             if not batch:
-                self.ledger.recover(now, sole_sender=False)
+                # A sender that dies during this run leaves rows that only now become
+                # uncertain; with --resend-uncertain they are sent again in this run.
+                found = self.ledger.recover(now, sole_sender=False, requeue=self.resend_uncertain)
+                if found and self.resend_uncertain:
+                    with self.lock:
+                        self.total += found
+                    continue
                 wait = self.ledger.seconds_until_due(now, self.worker_id)
                 if wait is None:
                     return

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from newsletter.app import App
 from newsletter.articles import fetch_sources
@@ -226,6 +227,34 @@ def test_rows_caught_sending_are_uncertain_and_resent_only_on_request(
     assert again.sent == 1
     assert again.uncertain == 0
     assert len(server.received) == 6
+    app.close()
+
+
+def test_rows_of_a_sender_that_dies_mid_run_are_resent_when_asked(
+    settings: Settings, clock: FixedClock, server: SmtpServer
+) -> None:
+    if settings.database.url.startswith("sqlite"):
+        pytest.skip("on SQLite the only sender recovers every row as it starts")
+    app = built(smtp_app(settings, clock, server))
+    emails = subscribe(app, 6)
+    stop = threading.Event()
+    stop.set()
+    send_issue(app, WEEK, SendOptions(rate=0, connections=1, stop=stop))  # snapshot only
+    # Another sender is in the middle of one row; it dies, and its lease runs out mid-run.
+    with app.engine.begin() as connection:
+        last = connection.execute(select(func.max(Delivery.id))).scalar_one()
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.id == last)
+            .values(
+                status=DeliveryStatus.SENDING,
+                claimed_by="elsewhere:1:dead/0",
+                lease_until=clock.now() + timedelta(seconds=30),
+            )
+        )
+    report = send_issue(app, WEEK, replace(FAST, resend_uncertain=True))
+    assert (report.sent, report.uncertain) == (6, 0)
+    assert sorted(r.recipient for r in server.received) == emails
     app.close()
 
 
