@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, make_msgid
 
 from jinja2 import Environment
 
 from .config import Settings
-from .mime import check_header_value
+from .mime import POLICY, POLICY_UTF8, check_header_value, to_value
 
 
 @dataclass(frozen=True)
@@ -54,9 +52,9 @@ def build(
         "expires_hours": expires_hours,
     }
     sender = sender_address(settings)
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=POLICY if email.isascii() else POLICY_UTF8)
     message["From"] = settings.newsletter.sender
-    message["To"] = Address(display_name=name, addr_spec=email)
+    message["To"] = to_value(email, name)
     if settings.newsletter.reply_to:
         message["Reply-To"] = settings.newsletter.reply_to
     message["Subject"] = f"Please confirm your subscription to {settings.newsletter.name}"

@@ -48,6 +48,10 @@ class Transport(Protocol):
 
     def connect(self) -> Connection: ...
 
+    def takes_utf8_addresses(self) -> bool:
+        """Whether a non-ASCII local part can be delivered (SMTPUTF8, RFC 6531)."""
+        ...
+
 
 class StepwiseConnection(ABC):
     """`send` as the three steps in a row, and closing on leaving a `with` block."""

@@ -17,7 +17,7 @@ from jinja2 import Environment
 from . import confirmation, subscribers, throttle
 from .app import App
 from .db.models import Subscriber, SubscriberStatus
-from .errors import DeliveryError
+from .errors import DeliveryError, InputError
 from .tokens import InvalidToken, Tokens
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,11 @@ def request_subscription(
     if honeypot:
         return SignupResult(Answer.ACCEPTED)
     address = subscribers.normalise_email(email)
+    if not address.rpartition("@")[0].isascii() and not app.transport.takes_utf8_addresses():
+        raise InputError(
+            "our mail server cannot deliver to an address with non-ASCII characters before the @",
+            hint="please use another address",
+        )
     clean_name = subscribers.clean_name(name)
     settings = app.settings
     now = app.clock.now()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -29,6 +28,7 @@ from .mime import (
     POLICY_UTF8,
     Recipient,
     check_header_value,
+    to_value,
 )
 from .render import PersonalFields, personalise
 from .tokens import Tokens
@@ -210,7 +210,7 @@ class MessageFactory:
         msg = EmailMessage(policy=POLICY_UTF8 if utf8 else POLICY)
         news = self.settings.newsletter
         msg["From"] = news.sender
-        msg["To"] = _to_value(recipient)
+        msg["To"] = to_value(recipient.email, recipient.name)
         msg["Subject"] = self.issue.subject
         msg["Date"] = format_datetime(now)
         msg["Message-ID"] = self.message_id(recipient)
@@ -248,14 +248,3 @@ def _single_address(sender: str) -> str:
     if len(addresses) != 1 or not addresses[0].addr_spec:
         raise ConfigError(f"newsletter.from must hold exactly one address, not {sender!r}")
     return str(addresses[0].addr_spec)
-
-
-def _to_value(recipient: Recipient) -> Address | str:
-    """`Address` refuses a non-ASCII local part (fine over SMTPUTF8), so that one is quoted
-    by hand and written as UTF-8 by the SMTPUTF8 policy."""
-    if recipient.email.isascii():
-        return Address(display_name=recipient.name, addr_spec=recipient.email)
-    if not recipient.name:
-        return recipient.email
-    name = recipient.name.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{name}" <{recipient.email}>'

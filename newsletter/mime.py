@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email import policy as email_policy
-from email.headerregistry import HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from typing import Any
 
 from .errors import InputError
@@ -82,3 +82,14 @@ def dot_stuff(lines: bytes) -> bytes:
     if _LEADING_DOT.search(lines):
         lines = _LEADING_DOT.sub(b"\n..", lines)
     return b"." + lines if lines.startswith(b".") else lines
+
+
+def to_value(email: str, name: str = "") -> Address | str:
+    """A To: value for `email`. `Address` refuses a non-ASCII local part (fine over
+    SMTPUTF8), so that one is quoted by hand, to be written as UTF-8 by `POLICY_UTF8`."""
+    if email.isascii():
+        return Address(display_name=name, addr_spec=email)
+    if not name:
+        return email
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{email}>'

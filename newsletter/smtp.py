@@ -160,6 +160,9 @@ class SmtpConnection(StepwiseConnection):
         if not 200 <= code < 300:
             raise smtplib.SMTPResponseException(code, text)
 
+    def offers(self, extension: str) -> bool:
+        return self._session().has_extn(extension)
+
     def offer(self, envelope_from: str, recipient: str) -> None:
         smtp = self._session()
         ascii_only = envelope_from.isascii() and recipient.isascii()
@@ -275,10 +278,18 @@ class SmtpTransport:
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self.description = config.description
+        self._utf8: bool | None = None
 
     def connect(self) -> SmtpConnection:
         """A connection that opens its session on the first message."""
         return SmtpConnection(self.config)
+
+    def takes_utf8_addresses(self) -> bool:
+        """Asks the relay once per process: its extensions do not change between requests."""
+        if self._utf8 is None:
+            with self.connect() as connection:
+                self._utf8 = connection.offers("smtputf8")
+        return self._utf8
 
 
 def parse_smtp_url(

@@ -89,6 +89,9 @@ class OutboxTransport:
             ) from None
         return OutboxConnection(self.folder)
 
+    def takes_utf8_addresses(self) -> bool:
+        return True
+
 
 def open_transport(
     url: str,

@@ -38,6 +38,7 @@ from newsletter.tokens import Tokens
 from newsletter.web import create_app, template_environment
 from tests.conftest import SECRET_KEY, Cli
 from tests.faultsmtp import FaultPolicy, FaultServer
+from tests.smtp_server import SmtpServer
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -350,6 +351,25 @@ def test_subscribe_creates_a_pending_subscriber_with_consent_and_mails_a_confirm
     html = message.get_body(("html",))
     assert html is not None
     assert confirm_link(message) in html.get_content()
+
+
+@pytest.mark.parametrize("smtputf8", [False, True], ids=["relay-ascii-only", "relay-smtputf8"])
+def test_a_non_ascii_local_part_is_refused_when_the_relay_cannot_take_it(
+    settings: Settings, clock: FixedClock, smtputf8: bool
+) -> None:
+    with SmtpServer(smtputf8=smtputf8, pipelining=False) as server:
+        delivery = replace(settings.delivery, transport=server.url(), timeout=10)
+        app = App.create(replace(settings, delivery=delivery), clock=clock)
+        response = subscribe(create_app(app).test_client(), "zoë@example.org")
+        if smtputf8:
+            assert response.status_code == 200
+            assert [r.recipient for r in server.received] == ["zoë@example.org"]
+        else:
+            assert response.status_code == 400
+            assert "non-ASCII characters before the @" in response.get_data(as_text=True)
+            assert standing(app, "zoë@example.org") is None
+            assert server.received == []
+        app.close()
 
 
 def test_the_answer_is_the_same_for_new_pending_active_and_suppressed_addresses(
