@@ -228,6 +228,22 @@ def test_landing_page_buttons_unsubscribe_then_resubscribe(
     ]
 
 
+def test_an_unsubscribed_reader_opening_the_link_again_can_resubscribe(
+    app: App, client: FlaskClient, tokens: Tokens
+) -> None:
+    left = add(app, "left@example.org", SubscriberStatus.UNSUBSCRIBED)
+    bounced = add(app, "gone@example.org", SubscriberStatus.BOUNCED)
+    page = client.get(f"/u/{tokens.unsubscribe(left)}").get_data(as_text=True)
+    assert "is no longer on the list" in page
+    assert 'name="action" value="resubscribe"' in page
+    assert (
+        status_of(app, "left@example.org") is SubscriberStatus.UNSUBSCRIBED
+    )  # GET changes nothing
+    page = client.get(f"/u/{tokens.unsubscribe(bounced)}").get_data(as_text=True)
+    assert "is no longer on the list" in page
+    assert "resubscribe" not in page
+
+
 def test_a_bounced_address_is_not_resubscribed_from_the_page(
     app: App, client: FlaskClient, tokens: Tokens
 ) -> None:
