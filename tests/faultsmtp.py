@@ -49,6 +49,7 @@ class FaultPolicy:
     slow: float = 0.0
     slow_seconds: float = 0.5
     reply_delay: float = 0.0  # added before every reply: a round trip on a slow network
+    pipelining: bool = True  # advertised, as real relays do, so clients pipeline the envelope
 
     def bounces(self, recipient: str) -> bool:
         return random.Random(f"{self.seed}:{recipient.lower()}").random() < self.bounce
@@ -93,6 +94,19 @@ class FaultHandler:
         # Only the server's event loop thread draws, so the sequence is reproducible
         # for a given order of transactions.
         return share > 0 and self._random.random() < share
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.policy.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_RCPT(
         self,
