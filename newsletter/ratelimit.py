@@ -1,8 +1,7 @@
 """A token bucket shared by every connection of one sending process.
 
-Several processes sharing one send each take a share of the configured rate in proportion to
-their connections (`Ledger.heartbeat` tells each how many there are in all), which keeps the
-total within the rate without a coordinator.
+When several processes share one send, each bucket holds that process's part of the rate
+(`rateshare.py`), which keeps the total within the rate without a coordinator.
 """
 
 from __future__ import annotations

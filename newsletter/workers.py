@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy import Connection as DatabaseConnection
 from sqlalchemy.exc import DBAPIError
@@ -21,6 +22,7 @@ from .ledger import Claimed, Ledger, Step
 from .message import Envelope, MessageFactory
 from .mime import Recipient
 from .ratelimit import TokenBucket
+from .rateshare import HEARTBEAT_SECONDS, RateShare
 from .transports import (
     Connection,
     PermanentFailure,
@@ -33,7 +35,6 @@ from .transports import (
 log = logging.getLogger(__name__)
 
 BATCH = 100
-HEARTBEAT_SECONDS = 2.0
 CONNECT_RETRIES = 4
 POLL_SECONDS = 1.0
 
@@ -95,6 +96,10 @@ def database_error(exc: DBAPIError) -> DatabaseError:
     )
 
 
+class Limiter(Protocol):
+    def acquire(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class _Lane:
     """What one sending thread holds for the whole send."""
@@ -134,20 +139,24 @@ class SendWorkers:
         self.resend_uncertain = options.resend_uncertain
         self.connections = max(options.connections or delivery.connections, 1)
         rate = delivery.rate if options.rate is None else options.rate
-        self.rate = rate
-        self.limiter = TokenBucket(rate, app.clock) if rate > 0 else None
-        self.shared = shared and self.limiter is not None
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.share = (
+            RateShare(ledger, self.worker_id, rate, app.clock) if shared and rate > 0 else None
+        )
+        self.limiter: Limiter | None = self.share or (
+            TokenBucket(rate, app.clock) if rate > 0 else None
+        )
         per_connection = rate / self.connections if rate > 0 else float("inf")
         lease_share = per_connection * delivery.lease_seconds / 4
         self.batch = int(max(1, min(BATCH, lease_share)))
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.total = total
         self.lock = threading.Lock()
         self.sent = 0
         self.failed = 0
         self.skipped = 0
         self.done = 0
-        self.waiting = False
+        # Claimers of the connections with nothing to send now: all of them until they claim.
+        self.idle = {f"{self.worker_id}/{n}" for n in range(self.connections)}
         self.errors: list[BaseException] = []
 
     def execute(self, progress: ProgressCallback | None) -> SendReport:
@@ -156,7 +165,6 @@ class SendWorkers:
             threading.Thread(target=self._work, args=(n,), name=f"send-{n}", daemon=True)
             for n in range(self.connections)
         ]
-        self._share()
         for thread in threads:
             thread.start()
         beat = self.app.clock.monotonic()
@@ -174,8 +182,8 @@ class SendWorkers:
                 thread.join()
             raise
         finally:
-            if self.shared:
-                self.ledger.leave(self.worker_id)
+            if self.share is not None:
+                self.share.leave()
         if progress is not None:
             progress(self._progress())
         report = SendReport(
@@ -193,19 +201,30 @@ class SendWorkers:
         return report
 
     def _share(self) -> None:
-        """Take this sender's part of the global rate, given who else is sending now."""
-        if not self.shared or self.limiter is None:
+        """Record how many connections have work, for this sender's part of the rate."""
+        if self.share is None:
             return
+        with self.lock:
+            active = self.connections - len(self.idle)
         try:
-            total = self.ledger.heartbeat(self.worker_id, self.connections, self.app.clock.now())
+            self.share.beat(active)
         except DBAPIError as exc:
             self._fail_run(exc)
-            return
-        self.limiter.set_rate(self.rate * self.connections / total)
+
+    def _set_idle(self, claimer: str, idle: bool) -> None:
+        with self.lock:
+            was_idle = len(self.idle) == self.connections
+            if idle:
+                self.idle.add(claimer)
+            else:
+                self.idle.discard(claimer)
+        if was_idle and not idle:
+            self._share()  # this sender starts sending again: the others must know at once
 
     def _progress(self) -> Progress:
         with self.lock:
-            return Progress(self.done, self.total, self.sent, self.failed, self.waiting)
+            waiting = len(self.idle) == self.connections
+            return Progress(self.done, self.total, self.sent, self.failed, waiting)
 
     def _count(self, outcome: str) -> None:
         with self.lock:
@@ -223,7 +242,7 @@ class SendWorkers:
         self.stop.set()
 
     def _work(self, number: int) -> None:
-        claimer = f"{self.worker_id}/{number}"
+        claimer = f"{self.worker_id}/{number}"  # as in `self.idle`
         connection = self.transport.connect()
         try:
             with self.app.engine.connect() as database:
@@ -252,13 +271,12 @@ class SendWorkers:
                     continue
                 wait = self.ledger.seconds_until_due(now, self.worker_id)
                 if wait is None:
+                    self._set_idle(lane.claimer, True)
                     return
-                with self.lock:
-                    self.waiting = True
+                self._set_idle(lane.claimer, True)
                 self.app.clock.sleep(min(wait, POLL_SECONDS) if wait else 0.05)
                 continue
-            with self.lock:
-                self.waiting = False
+            self._set_idle(lane.claimer, False)
             try:
                 self._send_batch(lane, batch)
                 unreachable = 0
