@@ -28,6 +28,13 @@ from .errors import NewsletterError, StateError
 from .ledger import Ledger
 from .message import DkimKey, IssueParts, MessageFactory
 from .mime import Recipient
+from .outcome import (
+    Progress,
+    ProgressCallback,
+    SendOptions,
+    SendReport,
+    database_error,
+)
 from .subscribers import find, normalise_email
 from .tokens import Tokens
 from .transports import (
@@ -36,14 +43,7 @@ from .transports import (
     UncertainOutcome,
 )
 from .weeks import Week
-from .workers import (
-    Progress,
-    ProgressCallback,
-    SendOptions,
-    SendReport,
-    SendWorkers,
-    database_error,
-)
+from .workers import SendWorkers
 
 __all__ = [
     "Progress",

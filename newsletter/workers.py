@@ -9,18 +9,19 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import Connection as DatabaseConnection
 from sqlalchemy.exc import DBAPIError
 
 from .app import App
-from .errors import DatabaseError, DeliveryError, NewsletterError
+from .errors import DeliveryError, NewsletterError
 from .groupcommit import GroupCommit
 from .ledger import Claimed, Ledger, Step
 from .message import Envelope, MessageFactory
 from .mime import Recipient
+from .outcome import Progress, ProgressCallback, SendOptions, SendReport, database_error
 from .ratelimit import TokenBucket
 from .rateshare import HEARTBEAT_SECONDS, RateShare
 from .transports import (
@@ -37,63 +38,6 @@ log = logging.getLogger(__name__)
 BATCH = 100
 CONNECT_RETRIES = 4
 POLL_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class SendOptions:
-    rate: float | None = None  # messages per second across connections; 0 = unlimited
-    connections: int | None = None
-    resend_uncertain: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass(frozen=True)
-class Progress:
-    done: int
-    total: int
-    sent: int
-    failed: int
-    waiting: bool = False
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-@dataclass
-class SendReport:
-    week: str
-    recipients: int = 0
-    sent: int = 0
-    already_sent: int = 0
-    failed: dict[str, int] = field(default_factory=dict)
-    deferred: int = 0
-    uncertain: int = 0
-    skipped: int = 0
-    elapsed: float = 0.0
-    error: str = ""
-    mode: str = "send"  # "send", "test" or "dry-run"
-
-    @property
-    def failed_total(self) -> int:
-        return sum(self.failed.values())
-
-    @property
-    def rate(self) -> float:
-        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def complete(self) -> bool:
-        """Everyone who could be reached was, and nothing is left in doubt."""
-        return not (self.error or self.failed or self.deferred or self.uncertain)
-
-
-def database_error(exc: DBAPIError) -> DatabaseError:
-    """Every sent message is already recorded, so a database failure is a pause, not a loss."""
-    text = str(exc.orig or exc).strip().splitlines()
-    return DatabaseError(
-        f"the database failed during the send: {text[0] if text else type(exc).__name__}",
-        hint="check that the database is reachable, then run `newsletter send` again to resume",
-    )
 
 
 class Limiter(Protocol):
