@@ -200,13 +200,12 @@ class Ledger:
             or_(D.lease_until.is_(None), D.lease_until < now),
         )
         with self.app.engine.begin() as connection:
+            # No ORDER BY: the claim index then yields the first `limit` due rows at once,
+            # where ordering made the database sort every pending row on every claim (32 ms
+            # per claim with 170,000 rows pending, growing with the list).
             ids = list(
                 connection.execute(
-                    select(D.id)
-                    .where(due)
-                    .order_by(D.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
+                    select(D.id).where(due).limit(limit).with_for_update(skip_locked=True)
                 ).scalars()
             )
             if not ids:
