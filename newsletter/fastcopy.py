@@ -8,6 +8,7 @@ personal headers and the personal body lines are encoded again.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Sequence
@@ -329,4 +330,10 @@ def _to_header(recipient: Recipient) -> bytes:
 
 
 def _date_header(now: datetime) -> bytes:
-    return f"Date: {format_datetime(now)}{CRLF}".encode("ascii")
+    return _date_header_for(now.replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_header_for(second: datetime) -> bytes:
+    """Formatted once per second of the send rather than once per message."""
+    return f"Date: {format_datetime(second)}{CRLF}".encode("ascii")

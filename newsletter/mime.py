@@ -76,10 +76,11 @@ _LEADING_DOT = re.compile(rb"\n\.")
 def dot_stuff(lines: bytes) -> bytes:
     """Double the dot that starts any line (RFC 5321, 4.5.2); `lines` starts at a line start.
 
-    A regular expression finds "\\n." several times faster than `bytes.find`, which matters
-    on the 100 KB of every message.
+    On a whole message a regular expression finds "\\n." several times faster than
+    `bytes.find`; on the short personal pieces of a copy, `in` is cheaper than the call.
     """
-    if _LEADING_DOT.search(lines):
+    found = _LEADING_DOT.search(lines) if len(lines) > 4096 else b"\n." in lines
+    if found:
         lines = _LEADING_DOT.sub(b"\n..", lines)
     return b"." + lines if lines.startswith(b".") else lines
 

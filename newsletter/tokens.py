@@ -11,7 +11,7 @@ can be rotated without breaking links already sent.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from itsdangerous import BadData, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
@@ -31,6 +31,11 @@ VERP_PREFIX = "bounces+"
 class Tokens:
     secret_keys: tuple[str, ...]
     list_id: str
+    # A send signs a token per message; building the serializer each time cost more than
+    # the signature.
+    _serializers: dict[str, URLSafeSerializer] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.secret_keys:
@@ -41,12 +46,16 @@ class Tokens:
             )
 
     def _plain(self, purpose: str) -> URLSafeSerializer:
-        # itsdangerous signs with the last key and accepts any; ours are listed newest first.
-        return URLSafeSerializer(
-            list(reversed(self.secret_keys)),
-            salt=f"{purpose}:{self.list_id}",
-            signer_kwargs=_SIGNER,
-        )
+        serializer = self._serializers.get(purpose)
+        if serializer is None:
+            # itsdangerous signs with the last key and accepts any; ours are newest first.
+            serializer = URLSafeSerializer(
+                list(reversed(self.secret_keys)),
+                salt=f"{purpose}:{self.list_id}",
+                signer_kwargs=_SIGNER,
+            )
+            self._serializers[purpose] = serializer
+        return serializer
 
     def _timed(self, purpose: str) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(
