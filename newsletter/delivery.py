@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from .app import App
 from .db.models import DeliveryStatus, Issue, IssueStatus, Subscriber, SubscriberStatus
@@ -146,7 +146,7 @@ def send_issue(
     """Send (or resume sending) the week's issue to its snapshot of active subscribers."""
     try:
         return _send_issue(app, week, options, progress)
-    except DBAPIError as exc:
+    except SQLAlchemyError as exc:
         raise database_error(exc) from None
 
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import DatabaseError
 
@@ -60,9 +60,9 @@ class SendReport:
         return not (self.error or self.failed or self.deferred or self.uncertain)
 
 
-def database_error(exc: DBAPIError) -> DatabaseError:
+def database_error(exc: SQLAlchemyError) -> DatabaseError:
     """Every sent message is already recorded, so a database failure is a pause, not a loss."""
-    text = str(exc.orig or exc).strip().splitlines()
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return DatabaseError(
         f"the database failed during the send: {text[0] if text else type(exc).__name__}",
         hint="check that the database is reachable, then run `newsletter send` again to resume",

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Connection as DatabaseConnection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .app import App
 from .errors import DeliveryError, NewsletterError
@@ -49,7 +48,6 @@ class _Lane:
     """What one sending thread holds for the whole send."""
 
     claimer: str  # the name its claims on ledger rows go by
-    database: DatabaseConnection  # its own, for the commit it makes per message
     outbound: Connection
 
 
@@ -77,7 +75,7 @@ class SendWorkers:
         self.app = app
         self.transport = app.transport
         self.ledger = ledger
-        self.commits = GroupCommit(ledger)
+        self.commits = GroupCommit(ledger, app.engine)
         self.factory = factory
         self.stop = options.stop
         self.resend_uncertain = options.resend_uncertain
@@ -126,6 +124,7 @@ class SendWorkers:
                 thread.join()
             raise
         finally:
+            self.commits.close()
             if self.share is not None:
                 self.share.leave()
         if progress is not None:
@@ -137,7 +136,7 @@ class SendWorkers:
             elapsed=self.app.clock.monotonic() - started,
         )
         for failure in self.errors:
-            error = database_error(failure) if isinstance(failure, DBAPIError) else failure
+            error = database_error(failure) if isinstance(failure, SQLAlchemyError) else failure
             if isinstance(error, NewsletterError):
                 report.error = str(error)
                 break
@@ -189,8 +188,7 @@ class SendWorkers:
         claimer = f"{self.worker_id}/{number}"  # as in `self.idle`
         connection = self.transport.connect()
         try:
-            with self.app.engine.connect() as database:
-                self._loop(_Lane(claimer, database, connection))
+            self._loop(_Lane(claimer, connection))
         except BaseException as exc:
             self._fail_run(exc)
         finally:
@@ -292,7 +290,7 @@ class SendWorkers:
             row,
             self.app.clock.now(),
         )
-        go = self.commits.advance(lane.database, step)
+        go = self.commits.advance(step)
         if accepted is not None:
             self._count("sent")
         if go is False:

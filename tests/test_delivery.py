@@ -118,6 +118,19 @@ def test_resume_after_interruption_sends_everyone_exactly_once(
     app.close()
 
 
+def test_more_connections_than_the_database_pool_holds(
+    settings: Settings, clock: FixedClock, server: SmtpServer
+) -> None:
+    """SQLAlchemy's pool holds 15 connections; a send's SMTP connections must not each
+    keep one for the whole send, or the 16th waits for ever."""
+    app = built(smtp_app(settings, clock, server))
+    emails = subscribe(app, 40)
+    report = send_issue(app, WEEK, SendOptions(rate=0, connections=20))
+    assert (report.sent, report.error) == (40, "")
+    assert sorted(r.recipient for r in server.received) == emails
+    app.close()
+
+
 def test_unsubscribed_during_the_send_is_skipped(
     settings: Settings, clock: FixedClock, server: SmtpServer
 ) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.exc import ResourceClosedError
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import OperationalError
 
 from newsletter.app import App
 from newsletter.db.models import Delivery, DeliveryStatus, Issue
@@ -30,19 +31,17 @@ def claimed_ledger(app: App, claimers: list[str], each: int) -> tuple[Ledger, li
 def test_concurrent_steps_each_commit_once_with_their_own_result(app: App) -> None:
     claimers = [f"sender/{n}" for n in range(4)]
     ledger, claims = claimed_ledger(app, claimers, 15)
-    commits = GroupCommit(ledger)
+    commits = GroupCommit(ledger, app.engine)
     results: dict[str, list[bool | None]] = {}
     start = threading.Barrier(len(claimers))
 
     def work(claimer: str, rows: list[Claimed]) -> None:
         mine = results.setdefault(claimer, [])
         start.wait(10)
-        with app.engine.connect() as connection:
-            previous = None
-            for row in [*rows, None]:
-                step = Step(claimer, previous, row, app.clock.now())
-                mine.append(commits.advance(connection, step))
-                previous = row.delivery_id if row else None
+        previous = None
+        for row in [*rows, None]:
+            mine.append(commits.advance(Step(claimer, previous, row, app.clock.now())))
+            previous = row.delivery_id if row else None
 
     threads = [
         threading.Thread(target=work, args=pair) for pair in zip(claimers, claims, strict=True)
@@ -51,6 +50,7 @@ def test_concurrent_steps_each_commit_once_with_their_own_result(app: App) -> No
         thread.start()
     for thread in threads:
         thread.join(60)
+    commits.close()
     assert all(results[c] == [True] * 15 + [None] for c in claimers)
     with app.transaction() as session:
         assert set(session.scalars(select(Delivery.status))) == {DeliveryStatus.SENT}
@@ -58,16 +58,16 @@ def test_concurrent_steps_each_commit_once_with_their_own_result(app: App) -> No
 
 def test_a_row_claimed_by_another_connection_is_not_marked(app: App) -> None:
     ledger, (first, _second) = claimed_ledger(app, ["sender/0", "sender/1"], 2)
-    with app.engine.connect() as connection:
-        result = GroupCommit(ledger).advance(
-            connection, Step("sender/1", None, first[0], app.clock.now())
-        )
-    assert result is None
+    commits = GroupCommit(ledger, app.engine)
+    assert commits.advance(Step("sender/1", None, first[0], app.clock.now())) is None
+    commits.close()
 
 
-def test_a_failed_commit_reaches_the_caller(app: App) -> None:
+def test_a_failed_commit_reaches_the_caller(app: App, tmp_path: Path) -> None:
     ledger, (rows,) = claimed_ledger(app, ["sender/0"], 1)
-    connection = app.engine.connect()
-    connection.close()
-    with pytest.raises(ResourceClosedError):
-        GroupCommit(ledger).advance(connection, Step("sender/0", None, rows[0], app.clock.now()))
+    unreachable = create_engine(f"sqlite:///{tmp_path / 'missing' / 'folder' / 'x.db'}")
+    commits = GroupCommit(ledger, unreachable)
+    with pytest.raises(OperationalError):
+        commits.advance(Step("sender/0", None, rows[0], app.clock.now()))
+    commits.close()
+    unreachable.dispose()
