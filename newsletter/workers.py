@@ -211,11 +211,10 @@ class SendWorkers:
                     with self.lock:
                         self.total += found
                     continue
+                self._set_idle(lane.claimer, True)
                 wait = self.ledger.seconds_until_due(now, self.worker_id)
                 if wait is None:
-                    self._set_idle(lane.claimer, True)
                     return
-                self._set_idle(lane.claimer, True)
                 self.app.clock.sleep(min(wait, POLL_SECONDS) if wait else 0.05)
                 continue
             self._set_idle(lane.claimer, False)
