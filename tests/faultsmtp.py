@@ -25,6 +25,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from .smtp_server import ehlo_reply
+
 TRANSIENT_REPLIES = (
     "421 4.3.2 Service not available, closing transmission channel",
     "451 4.3.0 Temporary local problem, try again later",
@@ -103,10 +105,7 @@ class FaultHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname
-        if self.policy.pipelining:
-            return [*responses[:-1], "250-PIPELINING", responses[-1]]
-        return responses
+        return ehlo_reply(session, hostname, responses, pipelining=self.policy.pipelining)
 
     async def handle_RCPT(
         self,

@@ -64,6 +64,18 @@ class Received:
         return parsed
 
 
+def ehlo_reply(
+    session: Session, hostname: str, responses: list[str], *, pipelining: bool
+) -> list[str]:
+    """aiosmtpd reads pipelined commands in order but does not say so; Postfix, Exim and
+    the big providers do, and then the client takes the pipelined path. A handler that
+    answers EHLO itself also records the client's name, as aiosmtpd otherwise would."""
+    session.host_name = hostname
+    if pipelining:
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+    return responses
+
+
 @dataclass
 class Handler:
     """Scripted replies are consumed one per RCPT for that address; then it is accepted."""
@@ -83,12 +95,7 @@ class Handler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        """aiosmtpd reads pipelined commands in order but does not say so; Postfix, Exim
-        and the big providers do, and then the client takes the pipelined path."""
-        session.host_name = hostname
-        if self.pipelining:
-            return [*responses[:-1], "250-PIPELINING", responses[-1]]
-        return responses
+        return ehlo_reply(session, hostname, responses, pipelining=self.pipelining)
 
     async def handle_RCPT(
         self,
