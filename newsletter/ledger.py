@@ -40,7 +40,14 @@ from sqlalchemy import (
 
 from .app import App
 from .db.driver import DriverStatement
-from .db.models import Delivery, DeliveryStatus, Sender, Subscriber, SubscriberStatus
+from .db.models import (
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    Sender,
+    Subscriber,
+    SubscriberStatus,
+)
 from .subscribers import mark_bounced
 
 TABLE = cast(Table, Delivery.__table__)
@@ -366,8 +373,11 @@ class Ledger:
 
         Each sender takes `rate * its connections / that total`, so the configured rate
         holds across machines and is taken up again when a sender stops or dies.
+        Heartbeats for one issue take turns on its row: two senders starting together
+        would otherwise each count only itself, and both take the whole rate.
         """
         with self.app.engine.begin() as connection:
+            connection.execute(select(Issue.id).where(Issue.id == self.issue_id).with_for_update())
             seen = connection.execute(
                 update(SENDERS)
                 .where(SENDERS.c.worker_id == worker_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +40,32 @@ def test_heartbeats_count_the_connections_of_live_senders(app: App, clock: Fixed
     ledger.heartbeat("host-b:2", 2, clock.now())
     ledger.leave("host-a:1")
     assert ledger.heartbeat("host-b:2", 2, clock.now() + timedelta(seconds=1)) == 2
+
+
+def test_senders_starting_together_see_each_other(app: App, database_url: str) -> None:
+    """Two first heartbeats at the same moment: without taking turns, each transaction
+    counts only its own row and both senders take the whole rate."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several senders share a send on PostgreSQL only")
+    ledger = Ledger(app, _issue(app))
+
+    def beat(name: str, start: threading.Barrier, totals: list[int]) -> None:
+        start.wait(10)
+        totals.append(ledger.heartbeat(name, 1, app.clock.now()))
+
+    for attempt in range(20):
+        start = threading.Barrier(2)
+        totals: list[int] = []
+        threads = [
+            threading.Thread(target=beat, args=(f"{name}:{attempt}", start, totals))
+            for name in ("a", "b")
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        # Every earlier pair is still live; the later of this pair must count its partner.
+        assert max(totals) == 2 * (attempt + 1), totals
 
 
 def test_two_senders_on_postgresql_keep_to_one_global_rate(
