@@ -11,6 +11,7 @@ from __future__ import annotations
 import ssl
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -86,6 +87,9 @@ class Handler:
     recipients_offered: list[str] = field(default_factory=list)
     transactions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Called with the number of messages received so far, after each one: lets a test act
+    # at a point of the send that does not depend on how fast this machine is.
+    on_received: Callable[[int], None] | None = None
 
     async def handle_EHLO(
         self,
@@ -120,6 +124,9 @@ class Handler:
             self.transactions += 1
             for recipient in envelope.rcpt_tos:
                 self.received.append(Received(str(envelope.mail_from), recipient, content))
+            count = len(self.received)
+        if self.on_received is not None:
+            self.on_received(count)
         return "250 2.0.0 Message accepted"
 
 
