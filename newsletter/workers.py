@@ -111,8 +111,8 @@ class SendWorkers:
             thread.start()
         beat = self.app.clock.monotonic()
         try:
-            while any(t.is_alive() for t in threads):
-                threads[0].join(0.2)
+            while alive := [t for t in threads if t.is_alive()]:
+                alive[0].join(0.2)  # not a finished thread's: that returns at once, a busy loop
                 if progress is not None:
                     progress(self._progress())
                 if self.app.clock.monotonic() - beat >= HEARTBEAT_SECONDS:
