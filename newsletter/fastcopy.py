@@ -30,6 +30,9 @@ _SIMPLE_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
 _SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9.-]+")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
+# Bytes of a copy as stored, and the same bytes dot-stuffed for SMTP's DATA.
+Chunk = tuple[bytes, bytes]
+
 
 def _lines(text: str) -> list[str]:
     """Lines as `bytes.splitlines` sees them after UTF-8 encoding (which is what the email
@@ -70,9 +73,9 @@ class _LongLine:
         self.statics = [_qp_escape(line[a:b]) for a, b in zip(edges[::2], edges[1::2], strict=True)]
         self.markers = [match.group(0) for match in found]
         self.html = html
-        self._cache: dict[tuple[int, int], tuple[str, int]] = {}
+        self._cache: dict[tuple[int, int], tuple[Chunk | None, int]] = {}
 
-    def encode(self, fields: PersonalFields) -> str:
+    def chunks(self, fields: PersonalFields) -> list[Chunk]:
         parts = [self.statics[0]]
         begins = [0]
         for marker, static in zip(self.markers, self.statics[1:], strict=True):
@@ -80,7 +83,7 @@ class _LongLine:
             begins.append(sum(map(len, parts)))
             parts.append(static)
         line = "".join(parts)
-        out: list[str] = []
+        out: list[Chunk] = []
         start = 0
         laststart = len(line) - 1 - MAX_LINE
         segment = 0
@@ -95,15 +98,17 @@ class _LongLine:
                 and start + self.MARGIN <= begins[segment] + len(self.statics[segment])
             ):
                 block, exit_at = self._stretch(segment, start - begins[segment])
-                if block:
+                if block is not None:
                     out.append(block)
                 start = begins[segment] + exit_at
                 continue
-            start = _wrap_step(line, start, out)
-        out.append(_line_end(line, start, laststart))
-        return CRLF.join(out)
+            soft: list[str] = []
+            start = _wrap_step(line, start, soft)
+            out.append(_chunk(soft[0]))
+        out.append(_chunk(_line_end(line, start, laststart)))
+        return out
 
-    def _stretch(self, segment: int, offset: int) -> tuple[str, int]:
+    def _stretch(self, segment: int, offset: int) -> tuple[Chunk | None, int]:
         key = (segment, offset)
         if key not in self._cache:
             text = self.statics[segment]
@@ -111,8 +116,15 @@ class _LongLine:
             start = offset
             while start + self.MARGIN <= len(text):
                 start = _wrap_step(text, start, out)
-            self._cache[key] = (CRLF.join(out), start)
+            self._cache[key] = (_chunk(CRLF.join(out)) if out else None, start)
         return self._cache[key]
+
+
+def _chunk(lines: str) -> Chunk:
+    """Encoded lines that start at a line start, with their line break, as stored and as
+    SMTP's DATA carries them (the same object when no line starts with a dot)."""
+    encoded = lines.encode("ascii") + b"\r\n"
+    return encoded, dot_stuff(encoded)
 
 
 def _wrap_step(line: str, start: int, out: list[str]) -> int:
@@ -191,17 +203,18 @@ class _Part:
         return part
 
     def encode(self, fields: PersonalFields) -> bytes:
-        lines = self.personal_lines(fields)
-        return b"".join(_interleave(self.static, lines))
+        return b"".join(_assemble(self.static, self.slots(fields), STORED))
 
-    def personal_lines(self, fields: PersonalFields) -> list[bytes]:
-        lines = []
+    def slots(self, fields: PersonalFields) -> list[list[Chunk]]:
+        """The chunks of each personal line."""
+        slots = []
         for line in self.personal:
             if isinstance(line, _LongLine):
-                lines.append(line.encode(fields).encode("ascii") + b"\r\n")
+                slots.append(line.chunks(fields))
             else:
-                lines.append(_qp_line(personalise(line, fields, html=self.html)) + b"\r\n")
-        return lines
+                encoded = _qp_line(personalise(line, fields, html=self.html)) + b"\r\n"
+                slots.append([(encoded, dot_stuff(encoded))])
+        return slots
 
 
 @dataclass(frozen=True)
@@ -250,36 +263,43 @@ class FastTemplate:
 
     def _personal(
         self, factory: MessageFactory, recipient: Recipient, now: datetime
-    ) -> list[bytes]:
+    ) -> list[list[Chunk]]:
         token = factory.token(recipient)
         fields = factory.personal_fields(recipient, token)
-        return [
+        headers = [
             _to_header(recipient),
             _date_header(now),
             f"Message-ID: {factory.message_id(recipient)}{CRLF}".encode("ascii"),
             fold_uri_list("List-Unsubscribe", factory.list_unsubscribe(token)).encode(),
-            *self.text.personal_lines(fields),
-            *self.html.personal_lines(fields),
+        ]
+        # A header line starts with its name or, folded, with a blank: never with a dot.
+        return [
+            *([(header, header)] for header in headers),
+            *self.text.slots(fields),
+            *self.html.slots(fields),
         ]
 
     def render(self, factory: MessageFactory, recipient: Recipient, now: datetime) -> bytes:
-        return b"".join(_interleave(self.static, self._personal(factory, recipient, now)))
+        return b"".join(_assemble(self.static, self._personal(factory, recipient, now), STORED))
 
     def render_for_smtp(
         self, factory: MessageFactory, recipient: Recipient, now: datetime
     ) -> tuple[bytes, bytes]:
         """The message, and the same message as SMTP's DATA section."""
-        personal = self._personal(factory, recipient, now)
-        message = b"".join(_interleave(self.static, personal))
-        stuffed = [dot_stuff(piece) for piece in personal]
-        return message, b"".join(_interleave(self.stuffed, stuffed)) + b".\r\n"
+        slots = self._personal(factory, recipient, now)
+        message = b"".join(_assemble(self.static, slots, STORED))
+        return message, b"".join(_assemble(self.stuffed, slots, STUFFED)) + b".\r\n"
 
 
-def _interleave(runs: Sequence[bytes], between: Sequence[bytes]) -> list[bytes]:
-    """runs[0], between[0], runs[1], ..., runs[-1]."""
+STORED, STUFFED = 0, 1  # which side of each chunk
+
+
+def _assemble(runs: Sequence[bytes], slots: Sequence[list[Chunk]], side: int) -> list[bytes]:
+    """runs[0], the chunks of slots[0], runs[1], ..., runs[-1]."""
     out = [runs[0]]
-    for piece, run in zip(between, runs[1:], strict=True):
-        out += (piece, run)
+    for slot, run in zip(slots, runs[1:], strict=True):
+        out += [chunk[side] for chunk in slot]
+        out.append(run)
     return out
 
 
