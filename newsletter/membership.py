@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from jinja2 import Environment
 
@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 # The version of the consent wording shown next to the form; stored with each subscriber.
 CONSENT_TEXT = "subscribe-form-1"
 CONFIRMATION_INTERVAL = timedelta(hours=24)
+# The challenge (STANDARDS G.56): a request counts only if it carries a form we served, filled
+# in no faster than a person could and not left open for days. Anything else (a bot posting
+# blind, or the embeddable snippet on another site) gets our own form back, filled in, with
+# one more button to press; no mail goes out and no limit is used up until then.
+FORM_MIN_AGE = timedelta(seconds=2)
+FORM_MAX_AGE = timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Answer(enum.Enum):
     ACCEPTED = "accepted"
     TOO_MANY_FROM_IP = "too many requests from this network"
     TOO_MANY_FOR_ADDRESS = "too many requests for this address"
+    UNCHALLENGED = "the request did not come through a form we served"
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,14 @@ def resubscribe(app: App, tokens: Tokens, token: str) -> Reader:
         return _reader(subscriber)
 
 
+def _passes(tokens: Tokens, challenge: str, now: datetime) -> bool:
+    try:
+        served_at = tokens.read_form_challenge(challenge)
+    except InvalidToken:
+        return False
+    return FORM_MIN_AGE <= now - served_at <= FORM_MAX_AGE
+
+
 def _subscriber(subscriber: Subscriber | None) -> Subscriber:
     if subscriber is None:
         raise InvalidToken("this link is not valid")
@@ -98,17 +113,21 @@ def request_subscription(
     name: str,
     ip: str,
     honeypot: str,
+    challenge: str,
 ) -> SignupResult:
     """Record a pending subscriber and mail a confirmation link, within the rate limits.
 
     New, pending, active and suppressed addresses all get the same answer; only a pending
     one is mailed, at most once per `CONFIRMATION_INTERVAL`. Raises `InputError` for an
     address or name that cannot be valid, and `DeliveryError` when the mail could not go out
-    (the address's limit is then released so the reader can simply try again).
+    (the address's limit is then released so the reader can simply try again). Without a
+    fresh `challenge` from a form we served, it changes nothing and answers `UNCHALLENGED`.
     """
     if honeypot:
         return SignupResult(Answer.ACCEPTED)
     address = subscribers.normalise_email(email)
+    if not _passes(tokens, challenge, app.clock.now()):
+        return SignupResult(Answer.UNCHALLENGED)
     if not address.rpartition("@")[0].isascii() and not app.transport.takes_utf8_addresses():
         raise InputError(
             "our mail server cannot deliver to an address with non-ASCII characters before the @",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from itsdangerous import BadData, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
 
@@ -110,6 +111,18 @@ class Tokens:
         if now - signed_at > max_age:
             raise InvalidToken("this confirmation link has expired")
         return _int(value)
+
+    def form_challenge(self, issued_at: datetime) -> str:
+        """Goes in every subscribe form we serve: proves the form came from us, and when."""
+        return _sign_at(self._timed("subscribe-form"), 0, issued_at)
+
+    def read_form_challenge(self, token: str) -> datetime:
+        """When the form carrying `token` was served."""
+        try:
+            _value, signed_at = self._timed("subscribe-form").loads(token, return_timestamp=True)
+        except BadData:
+            raise InvalidToken("this form is not one we served") from None
+        return cast(datetime, signed_at)
 
     @staticmethod
     def _load(serializer: URLSafeSerializer, token: str) -> object:

@@ -40,6 +40,7 @@ ISSUE_CSP = (
 )
 MAX_REQUEST_BYTES = 64 * 1024
 HONEYPOT_FIELD = "website"
+CHALLENGE_FIELD = "form"
 
 
 def template_environment(app: App) -> Environment:
@@ -168,7 +169,21 @@ class Views:
         return self.page("error", 400, title="Nothing to do", message=_ERROR_TEXT[400])
 
     def subscribe_form(self) -> flask.Response:
-        return self.page("subscribe", form={}, error="", honeypot=HONEYPOT_FIELD)
+        return self._form(200, form={})
+
+    def _form(
+        self, status: int, *, form: dict[str, str], error: str = "", step: bool = False
+    ) -> flask.Response:
+        return self.page(
+            "subscribe",
+            status,
+            form=form,
+            error=error,
+            step=step,
+            honeypot=HONEYPOT_FIELD,
+            challenge_field=CHALLENGE_FIELD,
+            challenge=self.tokens.form_challenge(self.app.clock.now()),
+        )
 
     def subscribe(self) -> flask.Response:
         form = flask.request.form
@@ -181,14 +196,15 @@ class Views:
                 name=form.get("name", ""),
                 ip=flask.request.remote_addr or "",
                 honeypot=form.get(HONEYPOT_FIELD, ""),
+                challenge=form.get(CHALLENGE_FIELD, ""),
             )
         except InputError as error:
-            return self.page(
-                "subscribe", 400, form=_echo(form), error=error.message, honeypot=HONEYPOT_FIELD
-            )
+            return self._form(400, form=_echo(form), error=error.message)
         except DeliveryError as error:
             log.error("confirmation not sent: %s", error)
             return self.page("error", 503, title="Please try again later", message=_ERROR_TEXT[503])
+        if result.answer is membership.Answer.UNCHALLENGED:
+            return self._form(200, form=_echo(form), step=True)
         if result.answer is not membership.Answer.ACCEPTED:
             response = self.page("error", 429, title="Too many requests", message=_ERROR_TEXT[429])
             response.headers["Retry-After"] = str(int(result.retry_after.total_seconds()) + 1)

@@ -11,6 +11,7 @@ import email.policy
 import re
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -131,14 +132,28 @@ def confirm_link(message: EmailMessage) -> str:
     return match.group(0)
 
 
+def served_form(client: FlaskClient, age: timedelta = timedelta(seconds=30)) -> str:
+    """The challenge of a subscribe form the site served `age` ago."""
+    app: App = client.application.extensions["newsletter"]
+    tokens = Tokens(app.settings.secrets.secret_keys, app.settings.list_id)
+    return tokens.form_challenge(app.clock.now() - age)
+
+
 def subscribe(
     client: FlaskClient, address: str, ip: str = "198.51.100.1", **extra: str
 ) -> TestResponse:
+    """Post the form as a reader would: one the site served, filled in over half a minute."""
     return client.post(
         "/subscribe",
-        data={"email": address, "name": "", **extra},
+        data={"email": address, "name": "", "form": served_form(client), **extra},
         environ_base={"REMOTE_ADDR": ip},
     )
+
+
+def challenge_in(page: str) -> str:
+    match = re.search(r'<input type="hidden" name="form" value="([^"]+)">', page)
+    assert match, "no challenge in the form"
+    return match.group(1)
 
 
 def path_of(url: str) -> str:
@@ -407,6 +422,68 @@ def test_the_answer_is_the_same_for_new_pending_active_and_suppressed_addresses(
     assert sorted(str(m["To"]) for m in mails(outbox)) == ["new@example.org", "pending@example.org"]
     for who, status in [("active", "active"), ("left", "unsubscribed"), ("bounced", "bounced")]:
         assert status_of(app, f"{who}@example.org") == status
+
+
+def test_a_post_without_a_form_we_served_gets_the_form_back_and_sends_nothing(
+    app: App, client: FlaskClient, clock: FixedClock, outbox: Path
+) -> None:
+    """The embeddable snippet, and any bot posting blind: no challenge, so no mail yet."""
+    before = snapshot(app)
+    response = client.post(
+        "/subscribe",
+        data={"email": "snippet@example.org", "name": "Sam Snippet"},
+        environ_base={"REMOTE_ADDR": "198.51.100.9"},
+    )
+
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "One more step" in page
+    assert 'value="snippet@example.org"' in page
+    assert 'value="Sam Snippet"' in page
+    assert snapshot(app) == before  # nobody recorded, and no rate limit used up
+    assert mails(outbox) == []
+
+    clock.advance(5)  # the reader reads the page and presses Subscribe
+    again = client.post(
+        "/subscribe",
+        data={"email": "snippet@example.org", "name": "Sam Snippet", "form": challenge_in(page)},
+        environ_base={"REMOTE_ADDR": "198.51.100.9"},
+    )
+
+    assert "Check your inbox" in again.get_data(as_text=True)
+    assert [str(m["To"]) for m in mails(outbox)] == ["Sam Snippet <snippet@example.org>"]
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    ["too-fast", "days-old", "tampered", "another-purpose"],
+)
+def test_a_form_filled_too_fast_too_late_or_forged_does_not_count(
+    app: App, client: FlaskClient, tokens: Tokens, outbox: Path, challenge: str
+) -> None:
+    now = app.clock.now()
+    value = {
+        "too-fast": tokens.form_challenge(now - timedelta(seconds=1)),
+        "days-old": tokens.form_challenge(now - timedelta(days=2)),
+        "tampered": served_form(client)[:-2] + "xx",
+        "another-purpose": tokens.confirm(1, now - timedelta(minutes=1)),
+    }[challenge]
+
+    response = subscribe(client, "quick@example.org", form=value)
+
+    assert "One more step" in response.get_data(as_text=True)
+    assert standing(app, "quick@example.org") is None
+    assert mails(outbox) == []
+
+
+def test_the_served_form_carries_a_challenge_that_counts_after_two_seconds(
+    app: App, client: FlaskClient, clock: FixedClock, outbox: Path
+) -> None:
+    challenge = challenge_in(client.get("/subscribe").get_data(as_text=True))
+    clock.advance(2)
+    response = subscribe(client, "patient@example.org", form=challenge)
+    assert "Check your inbox" in response.get_data(as_text=True)
+    assert len(mails(outbox)) == 1
 
 
 def test_a_filled_honeypot_is_dropped_silently(app: App, client: FlaskClient, outbox: Path) -> None:
@@ -694,7 +771,7 @@ def test_forwarded_address_is_trusted_only_behind_configured_proxies(
     client = create_app(app).test_client()
     response = client.post(
         "/subscribe",
-        data={"email": "behind@example.org", "name": ""},
+        data={"email": "behind@example.org", "name": "", "form": served_form(client)},
         headers={"X-Forwarded-For": "203.0.113.9"},
         environ_base={"REMOTE_ADDR": "10.0.0.2"},
     )

@@ -161,6 +161,7 @@ def test_subscribe_confirm_from_the_emailed_link(
     page.set_viewport_size({"width": 800, "height": 900})
     page.fill("input[name=email]", "Ana.Muller@Example.org")
     page.fill("input[name=name]", "Ana Müller")
+    clock.advance(10)  # filling in the form takes a person some seconds
     page.click("button[type=submit]")
     page.wait_for_selector("text=Check your inbox")
     shot(page, "02-check-your-inbox")
@@ -187,6 +188,27 @@ def test_subscribe_confirm_from_the_emailed_link(
     assert subscriber.confirmed_at == clock.now()
     assert (subscriber.consent_source, subscriber.consent_ip) == ("form", "127.0.0.1")
     assert subscriber.name == "Ana Müller"
+
+
+def test_the_embeddable_snippet_subscribes_after_one_more_step(
+    site: tuple[App, str], smtp: FaultServer, page: Any, clock: FixedClock
+) -> None:
+    """The snippet lives on the magazine's pages, so its post carries no form we served."""
+    app, base_url = site
+    snippet = (REPO / "templates" / "web" / "subscribe-snippet.html").read_text()
+    page.set_content(snippet.replace("https://news.example.org", base_url))
+    page.fill("#nl-email", "sam.snippet@example.org")
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=One more step")
+    shot(page, "02-snippet-one-more-step")
+    assert page.input_value("input[name=email]") == "sam.snippet@example.org"
+    assert smtp.received() == []
+
+    clock.advance(5)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Check your inbox")
+    wait_for_mail(smtp, "sam.snippet@example.org")
+    assert load(app, "sam.snippet@example.org").status is SubscriberStatus.PENDING
 
 
 def test_unsubscribe_from_the_list_unsubscribe_link_of_a_received_issue(
