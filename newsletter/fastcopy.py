@@ -32,6 +32,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 # Bytes of a copy as stored, and the same bytes dot-stuffed for SMTP's DATA.
 Chunk = tuple[bytes, bytes]
+STORED, STUFFED = 0, 1  # which side of each chunk
 
 
 def _lines(text: str) -> list[str]:
@@ -121,9 +122,12 @@ class _LongLine:
 
 
 def _chunk(lines: str) -> Chunk:
+    return _stuffed(lines.encode("ascii") + b"\r\n")
+
+
+def _stuffed(encoded: bytes) -> Chunk:
     """Encoded lines that start at a line start, with their line break, as stored and as
     SMTP's DATA carries them (the same object when no line starts with a dot)."""
-    encoded = lines.encode("ascii") + b"\r\n"
     return encoded, dot_stuff(encoded)
 
 
@@ -212,8 +216,8 @@ class _Part:
             if isinstance(line, _LongLine):
                 slots.append(line.chunks(fields))
             else:
-                encoded = _qp_line(personalise(line, fields, html=self.html)) + b"\r\n"
-                slots.append([(encoded, dot_stuff(encoded))])
+                personal = personalise(line, fields, html=self.html)
+                slots.append([_stuffed(_qp_line(personal) + b"\r\n")])
         return slots
 
 
@@ -289,9 +293,6 @@ class FastTemplate:
         slots = self._personal(factory, recipient, now)
         message = b"".join(_assemble(self.static, slots, STORED))
         return message, b"".join(_assemble(self.stuffed, slots, STUFFED)) + b".\r\n"
-
-
-STORED, STUFFED = 0, 1  # which side of each chunk
 
 
 def _assemble(runs: Sequence[bytes], slots: Sequence[list[Chunk]], side: int) -> list[bytes]:
