@@ -8,6 +8,7 @@ confirm. Answers never tell a stranger whether an address is already on the list
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,14 +17,14 @@ from jinja2 import Environment
 
 from . import confirmation, subscribers, throttle
 from .app import App
+from .config import Settings
 from .db.models import Subscriber, SubscriberStatus
 from .errors import DeliveryError, InputError
 from .tokens import InvalidToken, Tokens
 
 log = logging.getLogger(__name__)
 
-# The version of the consent wording shown next to the form; stored with each subscriber.
-CONSENT_TEXT = "subscribe-form-1"
+CONSENT_TEMPLATE = "web/consent.html.j2"
 CONFIRMATION_INTERVAL = timedelta(hours=24)
 # The challenge (STANDARDS G.56): a request counts only if it carries a form we served, filled
 # in no faster than a person could and not left open for days. Anything else (a bot posting
@@ -88,6 +89,17 @@ def resubscribe(app: App, tokens: Tokens, token: str) -> Reader:
         subscriber = _subscriber(session.get(Subscriber, subscriber_id, with_for_update=True))
         subscribers.resubscribe(session, subscriber, at=app.clock.now(), source="page")
         return _reader(subscriber)
+
+
+def consent_version(templates: Environment, settings: Settings) -> str:
+    """Which consent wording the reader saw: a digest of it as the form renders it.
+
+    Derived rather than numbered by hand, so that an operator's edit of the template, or a
+    new newsletter name in it, can never be recorded under the old wording's version.
+    """
+    text = templates.get_template(CONSENT_TEMPLATE).render(newsletter=settings.newsletter)
+    digest = hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+    return f"form-{digest[:16]}"
 
 
 def _passes(tokens: Tokens, challenge: str, now: datetime) -> bool:
@@ -159,7 +171,7 @@ def request_subscription(
                 source="form",
                 ip=ip,
             )
-            subscriber.consent_text = CONSENT_TEXT
+            subscriber.consent_text = consent_version(templates, settings)
         last_sent = subscriber.last_confirmation_sent_at
         if subscriber.status is not SubscriberStatus.PENDING or (
             last_sent is not None and now - last_sent < CONFIRMATION_INTERVAL

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -371,7 +372,7 @@ def test_subscribe_creates_a_pending_subscriber_with_consent_and_mails_a_confirm
     assert subscriber.status is SubscriberStatus.PENDING
     assert subscriber.name == "Jane Roe"
     assert (subscriber.consent_source, subscriber.consent_ip) == ("form", "203.0.113.7")
-    assert subscriber.consent_text
+    assert subscriber.consent_text == version_of(client.get("/subscribe").get_data(as_text=True))
     assert subscriber.subscribed_at == app.clock.now()
     assert subscriber.last_confirmation_sent_at == app.clock.now()
     [message] = mails(outbox)
@@ -382,6 +383,40 @@ def test_subscribe_creates_a_pending_subscriber_with_consent_and_mails_a_confirm
     html = message.get_body(("html",))
     assert html is not None
     assert confirm_link(message) in html.get_content()
+
+
+def version_of(page: str) -> str:
+    """The consent version of the wording a form page shows."""
+    match = re.search(r'<p class="consent">(.*?)</p>', page, re.DOTALL)
+    assert match, "no consent wording on the page"
+    return "form-" + hashlib.sha256(" ".join(match.group(1).split()).encode()).hexdigest()[:16]
+
+
+def test_an_operators_own_consent_wording_is_recorded_as_a_new_version(
+    app: App, tmp_path: Path
+) -> None:
+    stock = create_app(app).test_client()
+    subscribe(stock, "before@example.org")
+    own = tmp_path / "own-templates" / "web"
+    own.mkdir(parents=True)
+    (own / "consent.html.j2").write_text(
+        "Yes, send me {{ newsletter.name }} every week. You may leave at any time."
+    )
+    app.settings = replace(
+        app.settings,
+        newsletter=replace(app.settings.newsletter, templates_dir=str(own.parent)),
+    )
+    edited = create_app(app).test_client()
+    page = edited.get("/subscribe").get_data(as_text=True)
+    assert "Yes, send me The Weekly Round-up every week." in page
+    subscribe(edited, "after@example.org")
+
+    before, after = standing(app, "before@example.org"), standing(app, "after@example.org")
+    assert before is not None
+    assert after is not None
+    assert after.consent_text == version_of(page)
+    assert before.consent_text == version_of(stock.get("/subscribe").get_data(as_text=True))
+    assert after.consent_text != before.consent_text
 
 
 @pytest.mark.parametrize("smtputf8", [False, True], ids=["relay-ascii-only", "relay-smtputf8"])
