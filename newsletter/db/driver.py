@@ -21,21 +21,31 @@ class DriverStatement:
         compiled = statement.compile(dialect=dialect)
         if any(bind.expanding for bind in compiled.bind_names):
             raise ValueError("IN lists are expanded per execution; use OR of comparisons")
+        if compiled.escaped_bind_names:
+            raise ValueError("parameter names must not need escaping")
         self.sql = str(compiled)
-        self._compiled = compiled
         self._order = compiled.positiontup  # None for named parameter styles
         self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
-        self._processors: dict[str, Callable[[Any], Any]] = {}
+        # The statement's own literals are bound once, here; per execution only the
+        # caller's values are, each by its type's processor when it has one.
+        self._fixed: dict[str, Any] = {}
+        self._given: dict[str, tuple[str, Callable[[Any], Any] | None]] = {}
         for bind, name in compiled.bind_names.items():
+            if bind.callable is not None:
+                raise ValueError("parameters with a callable value are not supported")
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                self._processors[name] = processor
+            if bind.required:
+                self._given[name] = (bind.key, processor)  # a name used twice is bound once
+            else:
+                value = bind.effective_value
+                self._fixed[name] = value if processor is None else processor(value)
 
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> int:
         """Run in `connection`'s current transaction; returns the rows it touched."""
-        values = self._compiled.construct_params(dict(params))
-        for name, processor in self._processors.items():
-            values[name] = processor(values[name])
+        values = dict(self._fixed)
+        for name, (key, processor) in self._given.items():
+            value = params[key]
+            values[name] = value if processor is None else processor(value)
         bound = values if self._order is None else tuple(values[n] for n in self._order)
         cursor = connection.connection.cursor()
         try:
