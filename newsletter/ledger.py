@@ -96,7 +96,9 @@ _CLAIM_DUE = (
     .join(Subscriber, Subscriber.id == D.subscriber_id)
     .where(
         D.issue_id == bindparam("issue"),
-        D.status.in_(PENDING),
+        # As literals, the statuses match the claim index's own condition; bound values
+        # would leave the database unable to use it.
+        D.status.in_(bindparam("pending", list(PENDING), expanding=True, literal_execute=True)),
         or_(D.next_attempt_at.is_(None), D.next_attempt_at <= bindparam("now")),
         or_(D.lease_until.is_(None), D.lease_until < bindparam("now")),
     )

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import event, text
 
+from newsletter.app import App
 from newsletter.db.models import Base
 from newsletter.db.session import make_engine
+from newsletter.ledger import Ledger
 
 from .conftest import Cli
 
@@ -59,3 +63,23 @@ def test_unreachable_database_is_one_line(cli: Cli) -> None:
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot open the database")
     assert "Traceback" not in result.output
+
+
+def test_claims_find_their_rows_through_the_claim_index(app: App) -> None:
+    """The claim index holds only claimable rows; a claim must still be able to use it."""
+    if app.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL picks its plan from table statistics, not from the query alone")
+    executed: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        executed.append((statement, params))
+
+    event.listen(app.engine, "before_cursor_execute", capture)
+    try:
+        Ledger(app, issue_id=1).claim("sender/0", 100, app.clock.now())
+    finally:
+        event.remove(app.engine, "before_cursor_execute", capture)
+    statement, params = next((s, p) for s, p in executed if s.lstrip().startswith("SELECT"))
+    with app.engine.connect() as connection:
+        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params).all()
+    assert any("USING INDEX ix_deliveries_claim" in str(step) for step in plan), plan

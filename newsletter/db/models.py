@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -267,13 +268,26 @@ class DeliveryStatus(enum.StrEnum):
     UNCERTAIN = "uncertain"
 
 
+CLAIMABLE = "status IN ('queued', 'deferred')"  # the rows the claim index holds
+
+
 class Delivery(Base):
     """One issue to one subscriber: the ledger that makes a send resumable and exactly-once."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id"),
-        Index("ix_deliveries_claim", "issue_id", "status", "next_attempt_at"),
+        # Only the rows a claim can take: marking a row `sending` takes it out, and marking it
+        # `sent` then writes no index page at all, so each message's commit writes fewer pages.
+        # The databases use it only for queries that name these statuses as literals.
+        Index(
+            "ix_deliveries_claim",
+            "issue_id",
+            "status",
+            "next_attempt_at",
+            sqlite_where=text(CLAIMABLE),
+            postgresql_where=text(CLAIMABLE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
