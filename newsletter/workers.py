@@ -14,6 +14,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from . import affinity
 from .app import App
 from .errors import DeliveryError, NewsletterError
 from .groupcommit import GroupCommit
@@ -80,6 +81,8 @@ class SendWorkers:
         self.stop = options.stop
         self.resend_uncertain = options.resend_uncertain
         self.connections = max(options.connections or delivery.connections, 1)
+        # Chosen here, in the main thread, and joined by each connection's thread.
+        self.processor = affinity.choose() if self.connections > 1 else None
         rate = delivery.rate if options.rate is None else options.rate
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.share = (
@@ -185,6 +188,7 @@ class SendWorkers:
         self.stop.set()
 
     def _work(self, number: int) -> None:
+        affinity.join(self.processor)
         claimer = f"{self.worker_id}/{number}"  # as in `self.idle`
         connection = self.transport.connect()
         try:
