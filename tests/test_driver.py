@@ -1,15 +1,18 @@
-"""Statements run on the driver's cursor bind values exactly as SQLAlchemy would."""
+"""Statements and transactions run on the driver bind values and commit exactly as
+SQLAlchemy would."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from newsletter.app import App
-from newsletter.db.driver import DriverStatement
-from newsletter.db.models import Subscriber, SubscriberStatus
+from newsletter.db.driver import DriverStatement, driver_transaction
+from newsletter.db.models import Sender, Subscriber, SubscriberStatus
 from newsletter.subscribers import add
 
 TABLE = Subscriber.__table__
@@ -41,3 +44,89 @@ def test_expanding_in_lists_are_refused(app: App) -> None:
         DriverStatement(
             update(TABLE).where(TABLE.c.id.in_([1, 2])).values(name="x"), app.engine.dialect
         )
+
+
+def _rename(app: App) -> DriverStatement:
+    return DriverStatement(
+        update(TABLE).where(TABLE.c.email == bindparam("email")).values(name=bindparam("name")),
+        app.engine.dialect,
+    )
+
+
+def _names(app: App) -> dict[str, str]:
+    with app.transaction() as session:
+        return {s.email: s.name for s in session.scalars(select(Subscriber))}
+
+
+def _another_writer_gets_through(app: App) -> bool:
+    """Whether a write from another thread completes: the writer turn was handed back."""
+    done = threading.Event()
+
+    def write() -> None:
+        with app.engine.begin() as connection:
+            connection.execute(update(TABLE).values(updated_at=app.clock.now()))
+        done.set()
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    thread.join(10)
+    return done.is_set()
+
+
+def test_a_driver_transaction_commits_on_leaving(app: App) -> None:
+    with app.transaction() as session:
+        add(session, "ada@example.org", name="Ada", at=app.clock.now(), source="test")
+    rename = _rename(app)
+    with app.engine.connect() as connection:
+        with driver_transaction(connection):
+            rename.execute(connection, {"email": "ada@example.org", "name": "Ada L."})
+        assert _names(app) == {"ada@example.org": "Ada L."}
+        with driver_transaction(connection):  # the connection serves the next one as well
+            rename.execute(connection, {"email": "ada@example.org", "name": "Ada Lovelace"})
+    assert _names(app) == {"ada@example.org": "Ada Lovelace"}
+    assert _another_writer_gets_through(app)
+
+
+def test_an_error_inside_rolls_back_and_hands_the_turn_back(app: App) -> None:
+    with app.transaction() as session:
+        add(session, "ada@example.org", name="Ada", at=app.clock.now(), source="test")
+    rename = _rename(app)
+    with app.engine.connect() as connection:
+
+        def fail_half_way() -> None:
+            with driver_transaction(connection):
+                rename.execute(connection, {"email": "ada@example.org", "name": "Lost"})
+                raise RuntimeError("stop")
+
+        with pytest.raises(RuntimeError, match="stop"):
+            fail_half_way()
+        assert _another_writer_gets_through(app)
+        with driver_transaction(connection):
+            rename.execute(connection, {"email": "ada@example.org", "name": "Kept"})
+    assert _names(app) == {"ada@example.org": "Kept"}
+
+
+def test_a_failed_commit_is_sqlalchemys_error_and_writes_nothing(app: App) -> None:
+    if app.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL checks this foreign key at the statement, not at COMMIT")
+    orphan = DriverStatement(
+        insert(Sender.__table__).values(
+            issue_id=bindparam("issue"),
+            worker_id="orphan",
+            connections=1,
+            seen_at=bindparam("at"),
+        ),
+        app.engine.dialect,
+    )
+    with app.engine.connect() as connection:
+
+        def commit_an_orphan() -> None:
+            with driver_transaction(connection):
+                connection.connection.cursor().execute("PRAGMA defer_foreign_keys = ON")
+                orphan.execute(connection, {"issue": 12345, "at": app.clock.now()})
+
+        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+            commit_an_orphan()
+        assert _another_writer_gets_through(app)
+    with app.transaction() as session:
+        assert session.scalars(select(Sender)).all() == []

@@ -1,19 +1,63 @@
-"""Statements compiled once by SQLAlchemy and run on the driver's own cursor.
+"""Statements compiled once by SQLAlchemy and run on the driver's own cursor and connection.
 
 For the one commit a send makes per message: SQLAlchemy still decides the SQL, the
 parameter style and how each value is bound, but only once per send, while its execution
 path (cache lookup, parameter building, result objects) cost twice the driver's own work
-on every message. The statements run inside an ordinary SQLAlchemy transaction, so its
-transaction handling and events (SQLite's BEGIN IMMEDIATE) stay as they are.
+on every message. For the same reason the transaction around them is the driver's own;
+what SQLAlchemy's did for us, SQLite's writers taking turns and BEGIN IMMEDIATE, is done
+here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, UpdateBase
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from .session import writer_turns
+
+
+@contextmanager
+def driver_transaction(connection: Connection) -> Iterator[None]:
+    """Commit what runs inside on leaving, roll it back on an error.
+
+    Only `DriverStatement`s may run inside: SQLAlchemy does not know the transaction is
+    there. Driver errors come out as SQLAlchemy's, as from any other statement.
+    """
+    driver = connection.connection
+    driver_error: type[Exception] = connection.dialect.loaded_dbapi.Error
+    turns = writer_turns(connection.engine)
+    if turns is not None:
+        try:
+            turns.begin(connection)
+        except driver_error as exc:
+            raise _as_sqlalchemy("BEGIN IMMEDIATE", None, exc, driver_error) from None
+    try:
+        yield
+        driver.commit()
+    except BaseException as exc:
+        try:
+            driver.rollback()
+        except driver_error:
+            # Lost with its server, most likely: not to be reset and reused by the pool. The
+            # first error is the one worth reporting.
+            connection.invalidate()
+        if isinstance(exc, driver_error):
+            raise _as_sqlalchemy("COMMIT", None, exc, driver_error) from None
+        raise
+    finally:
+        if turns is not None:
+            turns.end(connection)
+
+
+def _as_sqlalchemy(
+    sql: str, params: Any, exc: Exception, driver_error: type[Exception]
+) -> StatementError:
+    """What SQLAlchemy would have raised, so callers handle one kind of error."""
+    return DBAPIError.instance(sql, params, exc, driver_error)
 
 
 class DriverStatement:
@@ -52,7 +96,6 @@ class DriverStatement:
             cursor.execute(self.sql, bound)
             return int(cursor.rowcount)
         except self._driver_error as exc:
-            # What SQLAlchemy would have raised, so callers handle one kind of error.
-            raise DBAPIError.instance(self.sql, bound, exc, self._driver_error) from None
+            raise _as_sqlalchemy(self.sql, bound, exc, self._driver_error) from None
         finally:
             cursor.close()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
@@ -28,6 +29,7 @@ def make_engine(url: str) -> Engine:
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
             writers = _WriterTurns()
+            _TURNS[engine] = writers
             event.listen(engine, "begin", writers.begin)
             event.listen(engine, "commit", writers.end)
             event.listen(engine, "rollback", writers.end)
@@ -72,6 +74,15 @@ class _WriterTurns:
 
     def end(self, _connection: Any) -> None:
         self._lock.release()
+
+
+_TURNS: WeakKeyDictionary[Engine, _WriterTurns] = WeakKeyDictionary()
+
+
+def writer_turns(engine: Engine) -> _WriterTurns | None:
+    """How `engine`'s writers take turns, for transactions begun outside SQLAlchemy; None
+    where the database itself lets writers wait for each other."""
+    return _TURNS.get(engine)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
