@@ -64,12 +64,17 @@ class DelayProxy:
         self.loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        await asyncio.gather(
-            self._pipe(reader, up_writer, 0.0),
-            self._pipe(up_reader, writer, self.delay),
-            return_exceptions=True,
-        )
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+            await asyncio.gather(
+                self._pipe(reader, up_writer, 0.0),
+                self._pipe(up_reader, writer, self.delay),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:
+            # Cancelled at shutdown, the connection just ends: Python 3.11's streams would
+            # otherwise log the cancelled task as an error.
+            writer.close()
 
     async def _pipe(
         self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: float
