@@ -40,6 +40,7 @@ from sqlalchemy import (
 from .app import App
 from .db.driver import DriverStatement, driver_transaction
 from .db.models import (
+    CLAIMABLE_STATUSES,
     Delivery,
     DeliveryStatus,
     Issue,
@@ -53,7 +54,7 @@ TABLE = cast(Table, Delivery.__table__)
 SENDERS = cast(Table, Sender.__table__)
 SENDER_STALE_SECONDS = 15.0  # a sender not heard from for this long no longer takes a share
 D = TABLE.c
-PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+PENDING = CLAIMABLE_STATUSES
 MAX_REPLY = 1000
 
 # The two statements run once per message, built once: Core on the table, fixed parameters.

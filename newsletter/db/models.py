@@ -268,7 +268,10 @@ class DeliveryStatus(enum.StrEnum):
     UNCERTAIN = "uncertain"
 
 
-CLAIMABLE = "status IN ('queued', 'deferred')"  # the rows the claim index holds
+# The rows a send may still claim, and the claim index's condition, which must name them
+# as literals (migration 0002 keeps its own copy, as migrations do).
+CLAIMABLE_STATUSES = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+CLAIMABLE = f"status IN ({', '.join(repr(s.value) for s in CLAIMABLE_STATUSES)})"
 
 
 class Delivery(Base):
