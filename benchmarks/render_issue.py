@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from newsletter.config import NewsletterSettings, Settings  # noqa: E402
-from newsletter.render import (  # noqa: E402
+from newsletter.issue.render import (  # noqa: E402
     HTML_TEMPLATE,
     PersonalFields,
     _context,

@@ -29,12 +29,12 @@ def prepare(folder: Path, size: int) -> Path:
     from sqlalchemy import insert
 
     from newsletter.app import App
-    from newsletter.articles import fetch_sources
     from newsletter.config import DatabaseSettings, Secrets, Settings
     from newsletter.db.models import Subscriber, SubscriberStatus
     from newsletter.db.session import upgrade
-    from newsletter.issues import build_issue
-    from newsletter.weeks import Week
+    from newsletter.feeds.store import fetch_sources
+    from newsletter.issue.build import build_issue
+    from newsletter.issue.periods import Week
 
     database = folder / "bench.db"
     settings = Settings(
@@ -75,8 +75,8 @@ def child(database: Path, port: int, connections: int, sample: Path) -> None:
 
     from newsletter.app import App
     from newsletter.config import DatabaseSettings, DeliverySettings, Secrets, Settings
-    from newsletter.delivery import SendOptions, send_issue, send_test
-    from newsletter.weeks import Week
+    from newsletter.delivery.send import SendOptions, send_issue, send_test
+    from newsletter.issue.periods import Week
 
     settings = Settings(
         database=DatabaseSettings(url=f"sqlite:///{database}"),

@@ -1,5 +1,5 @@
 """`python -m newsletter` runs the command line."""
 
-from .cli import main
+from newsletter.cli import main
 
 main(prog_name="newsletter")

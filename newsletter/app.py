@@ -14,11 +14,11 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .clock import Clock, SystemClock
-from .config import Settings
-from .db import session as db
-from .fetch import Fetcher, HttpFetcher
-from .transports import Transport, open_transport
+from newsletter.clock import Clock, SystemClock
+from newsletter.config import Settings
+from newsletter.db import session as db
+from newsletter.feeds.fetch import Fetcher, HttpFetcher
+from newsletter.transport.outbox import Transport, open_transport
 
 
 @dataclass

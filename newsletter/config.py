@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import ConfigError
+from newsletter.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "newsletter.toml"
 ENV_PREFIX = "NEWSLETTER_"

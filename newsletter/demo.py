@@ -14,16 +14,16 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from .app import App
-from .articles import fetch_sources
-from .config import load_settings
-from .db.session import upgrade
-from .delivery import SendOptions, SendReport, send_issue
-from .errors import InputError
-from .issues import BuildReport, build_issue
-from .preview import preview_issue
-from .subscribers_csv import ImportReport, import_csv
-from .weeks import Week
+from newsletter.app import App
+from newsletter.config import load_settings
+from newsletter.db.session import upgrade
+from newsletter.delivery.send import SendOptions, SendReport, send_issue
+from newsletter.errors import InputError
+from newsletter.feeds.store import fetch_sources
+from newsletter.issue.build import BuildReport, build_issue
+from newsletter.issue.periods import Week
+from newsletter.issue.preview import preview_issue
+from newsletter.subscribers.csv import ImportReport, import_csv
 
 DEMO_WEEK = Week(2024, 47)
 MARKER = "# Written by `newsletter demo`."

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from newsletter.render import IssueContent, Teaser
-from newsletter.weeks import Week
+from newsletter.issue.periods import Week
+from newsletter.issue.render import IssueContent, Teaser
 
 WEEK = Week(2024, 47)
 SITE = "https://www.example.org"

@@ -12,11 +12,12 @@ from sqlalchemy import func, select
 
 from newsletter import __version__
 from newsletter.app import App
-from newsletter.articles import fetch_sources, list_articles
 from newsletter.clock import FixedClock
 from newsletter.config import Settings
 from newsletter.db.models import Article, Feed, Issue, IssueArticle, IssueStatus
-from newsletter.weeks import Week
+from newsletter.feeds.store import fetch_sources
+from newsletter.issue.listing import list_articles
+from newsletter.issue.periods import Week
 
 from .conftest import REPO, Cli
 from .feedserver import FeedServer, Route, feed_server

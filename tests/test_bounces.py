@@ -30,9 +30,9 @@ import pytest
 from flufl.bounce import scan_message
 from sqlalchemy import func, select
 
-from newsletter import subscribers
 from newsletter.app import App
-from newsletter.bounces import process_bounces
+from newsletter.bounces.apply import process_bounces
+from newsletter.bounces.mailboxes import ImapAddress
 from newsletter.db.models import (
     Delivery,
     DeliveryStatus,
@@ -44,8 +44,8 @@ from newsletter.db.models import (
     SubscriberStatus,
 )
 from newsletter.errors import ConfigError, InputError, UsageError
-from newsletter.mailboxes import ImapAddress
-from newsletter.tokens import Tokens
+from newsletter.mail.tokens import Tokens
+from newsletter.subscribers import rules as subscribers
 
 from .conftest import Cli
 

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import func, select, update
 
 from newsletter.app import App
-from newsletter.articles import fetch_sources
 from newsletter.clock import FixedClock
 from newsletter.config import Settings
 from newsletter.db.models import (
@@ -25,11 +24,12 @@ from newsletter.db.models import (
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.delivery import Progress, SendOptions, dry_run, send_issue, send_test
+from newsletter.delivery.send import Progress, SendOptions, dry_run, send_issue, send_test
 from newsletter.errors import StateError
-from newsletter.issues import build_issue
-from newsletter.subscribers import add, get, unsubscribe
-from newsletter.weeks import Week
+from newsletter.feeds.store import fetch_sources
+from newsletter.issue.build import build_issue
+from newsletter.issue.periods import Week
+from newsletter.subscribers.rules import add, get, unsubscribe
 
 from .smtp_server import SmtpServer
 

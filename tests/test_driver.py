@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from newsletter.app import App
 from newsletter.db.driver import DriverStatement, driver_transaction
 from newsletter.db.models import Sender, Subscriber, SubscriberStatus
-from newsletter.subscribers import add
+from newsletter.subscribers.rules import add
 
 TABLE = Subscriber.__table__
 

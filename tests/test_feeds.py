@@ -11,8 +11,8 @@ import pytest
 
 from newsletter.config import FeedSettings
 from newsletter.errors import FeedError
-from newsletter.feeds import FeedOptions, parse_date, parse_feed
-from newsletter.weeks import Week
+from newsletter.feeds.parse import FeedOptions, parse_date, parse_feed
+from newsletter.issue.periods import Week
 
 from .conftest import REPO, SHARED_FEEDS
 

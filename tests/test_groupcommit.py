@@ -11,8 +11,8 @@ from sqlalchemy.exc import OperationalError
 
 from newsletter.app import App
 from newsletter.db.models import Delivery, DeliveryStatus, Issue
-from newsletter.groupcommit import GroupCommit
-from newsletter.ledger import Claimed, Ledger, Step
+from newsletter.delivery.groupcommit import GroupCommit
+from newsletter.delivery.ledger import Claimed, Ledger, Step
 
 from .test_delivery import built, subscribe
 

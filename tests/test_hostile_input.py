@@ -22,10 +22,10 @@ from sqlalchemy import func, select
 from newsletter.app import App
 from newsletter.db.models import Event, Subscriber, SubscriberStatus
 from newsletter.errors import FeedError, InputError
-from newsletter.feeds import FeedOptions, ParsedFeed, parse_feed
-from newsletter.fetch import HttpFetcher, Validators
-from newsletter.subscribers import add_address, unsubscribe_address
-from newsletter.subscribers_csv import ImportReport, import_csv
+from newsletter.feeds.fetch import HttpFetcher, Validators
+from newsletter.feeds.parse import FeedOptions, ParsedFeed, parse_feed
+from newsletter.subscribers.csv import ImportReport, import_csv
+from newsletter.subscribers.rules import add_address, unsubscribe_address
 
 from .conftest import Cli
 

@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.app import App
-from newsletter.articles import fetch_sources
 from newsletter.clock import FixedClock
 from newsletter.config import Settings
 from newsletter.db.models import Article, Issue, IssueStatus, OverrideKind
 from newsletter.errors import NotFoundError, StateError, UsageError
-from newsletter.issues import add_override, build_issue, show_issue
-from newsletter.weeks import Week
+from newsletter.feeds.store import fetch_sources
+from newsletter.issue.build import add_override, build_issue, show_issue
+from newsletter.issue.periods import Week
 
 from .conftest import REPO, Cli
 

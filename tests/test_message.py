@@ -16,11 +16,11 @@ import dkim
 import pytest
 
 from newsletter.config import DeliverySettings, NewsletterSettings, Secrets, Settings
-from newsletter.message import DkimKey, IssueParts, MessageFactory
-from newsletter.mime import HeaderInjectionError, Recipient, dot_stuff
-from newsletter.render import render_issue
-from newsletter.smtp import data_section
-from newsletter.tokens import Tokens
+from newsletter.issue.render import render_issue
+from newsletter.mail.headers import HeaderInjectionError, Recipient
+from newsletter.mail.message import DkimKey, IssueParts, MessageFactory
+from newsletter.mail.tokens import Tokens
+from newsletter.transport.smtp import data_section, dot_stuff
 
 from .sample_issue import sample_issue
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from newsletter.app import App
 from newsletter.db.models import Issue, IssueStatus
-from newsletter.render import render_issue
+from newsletter.issue.render import render_issue
 from tests.conftest import Cli
 from tests.sample_issue import WEEK, sample_issue
 

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, func, select
 from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.db.models import Delivery, DeliveryStatus, Issue, IssueStatus
-from newsletter.ledger import SENDER_STALE_SECONDS, Ledger
+from newsletter.delivery.ledger import SENDER_STALE_SECONDS, Ledger
 
 from .conftest import Cli
 from .faultsmtp import FaultPolicy, FaultServer

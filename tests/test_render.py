@@ -12,8 +12,8 @@ import pytest
 
 from newsletter.config import NewsletterSettings, Settings
 from newsletter.errors import ConfigError, RenderError
-from newsletter.htmlcheck import GMAIL_CLIP_BYTES, inventory
-from newsletter.render import (
+from newsletter.issue.checks import GMAIL_CLIP_BYTES, inventory
+from newsletter.issue.render import (
     IssueContent,
     PersonalFields,
     RenderedIssue,

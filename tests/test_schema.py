@@ -13,7 +13,7 @@ from sqlalchemy import event, text
 from newsletter.app import App
 from newsletter.db.models import Base
 from newsletter.db.session import make_engine
-from newsletter.ledger import Ledger
+from newsletter.delivery.ledger import Ledger
 
 from .conftest import Cli
 

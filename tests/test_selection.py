@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter.db.models import OverrideKind
-from newsletter.selection import Candidate, Decision, select_articles
+from newsletter.issue.selection import Candidate, Decision, select_articles
 
 SECTIONS = ("Europe", "Middle East", "Asia-Pacific", "Americas")
 T0 = datetime(2024, 11, 18, 12, tzinfo=UTC)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from newsletter import subscribers
 from newsletter.app import App
 from newsletter.db.models import (
     Delivery,
@@ -19,9 +18,10 @@ from newsletter.db.models import (
     Subscriber,
     SubscriberStatus,
 )
+from newsletter.delivery.stats import failure_reason, growth, issue_stats
 from newsletter.errors import NotFoundError
-from newsletter.stats import failure_reason, growth, issue_stats
-from newsletter.weeks import Week
+from newsletter.issue.periods import Week
+from newsletter.subscribers import rules as subscribers
 
 from .conftest import Cli
 

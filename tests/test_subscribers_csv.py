@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from newsletter.app import App
 from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
 from newsletter.errors import InputError
-from newsletter.subscribers import add_address, unsubscribe_address
-from newsletter.subscribers_csv import export_csv, import_csv
+from newsletter.subscribers.csv import export_csv, import_csv
+from newsletter.subscribers.rules import add_address, unsubscribe_address
 
 from .conftest import REPO, Cli
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from newsletter.teasers import (
+from newsletter.feeds.teasers import (
     MediaImage,
     choose_image,
     first_content_image,

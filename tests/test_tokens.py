@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from newsletter.tokens import InvalidToken, Tokens
+from newsletter.mail.tokens import InvalidToken, Tokens
 
 KEYS = ("newest-key", "older-key")
 LIST_ID = "weekly.example.org"

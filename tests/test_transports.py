@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import ConfigError
-from newsletter.transports import (
+from newsletter.transport.outbox import (
     OutboxTransport,
     PermanentFailure,
     PolicyFailure,

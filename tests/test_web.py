@@ -21,11 +21,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from newsletter import subscribers
 from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.config import Secrets, Settings, WebSettings
-from newsletter.confirmation import build as build_confirmation
 from newsletter.db.models import (
     Event,
     EventKind,
@@ -36,8 +34,10 @@ from newsletter.db.models import (
     Throttle,
 )
 from newsletter.errors import ConfigError, InputError
-from newsletter.tokens import Tokens
-from newsletter.web import create_app, template_environment
+from newsletter.mail.confirmation import build as build_confirmation
+from newsletter.mail.tokens import Tokens
+from newsletter.subscribers import rules as subscribers
+from newsletter.web.endpoints import create_app, template_environment
 from tests.conftest import SECRET_KEY, Cli
 from tests.faultsmtp import FaultPolicy, FaultServer
 from tests.smtp_server import SmtpServer

@@ -21,15 +21,15 @@ import pytest
 from sqlalchemy import select
 from waitress import create_server
 
-from newsletter import subscribers
 from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.config import Settings
 from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
-from newsletter.message import IssueParts, MessageFactory
-from newsletter.mime import Recipient
-from newsletter.tokens import Tokens
-from newsletter.web import create_app
+from newsletter.mail.headers import Recipient
+from newsletter.mail.message import IssueParts, MessageFactory
+from newsletter.mail.tokens import Tokens
+from newsletter.subscribers import rules as subscribers
+from newsletter.web.endpoints import create_app
 from tests.conftest import REPO
 from tests.faultsmtp import FaultPolicy, FaultServer, Received
 

@@ -3,7 +3,7 @@
 Each module here adds its commands to `main`; importing them is what registers them.
 """
 
-from . import (
+from newsletter.cli import (
     articles,
     bounces,
     database,
@@ -15,7 +15,7 @@ from . import (
     subscribers,
     web,
 )
-from .root import main
+from newsletter.cli.root import main
 
 __all__ = [
     "articles",

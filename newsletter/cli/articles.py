@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from ..articles import FeedReport, fetch_sources, list_articles
-from ..errors import UsageError
-from ..weeks import Week
-from .context import CliContext, pass_context
-from .issue import week_option
-from .root import main
+from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.issue import week_option
+from newsletter.cli.root import main
+from newsletter.errors import UsageError
+from newsletter.feeds.store import FeedReport, fetch_sources
+from newsletter.issue.listing import list_articles
+from newsletter.issue.periods import Week
 
 
 @main.group()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..bounces import BounceReport, process_bounces
-from .context import CliContext, pass_context
-from .root import main
+from newsletter.bounces.apply import BounceReport, process_bounces
+from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.root import main
 
 
 @main.group()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..app import App
-from ..config import Settings, load_settings
+from newsletter.app import App
+from newsletter.config import Settings, load_settings
 
 
 class CliContext:

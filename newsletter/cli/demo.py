@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..demo import run_demo
-from .root import main
+from newsletter.cli.root import main
+from newsletter.demo import run_demo
 
 
 @main.command()

@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 
 import click
 
-from ..db.models import OverrideKind
-from ..issues import OverrideReport, add_override, build_issue, show_issue
-from ..weeks import Week
-from .context import CliContext, pass_context
-from .root import main
+from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.root import main
+from newsletter.db.models import OverrideKind
+from newsletter.issue.build import OverrideReport, add_override, build_issue, show_issue
+from newsletter.issue.periods import Week
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from ..preview import preview_issue
-from ..weeks import Week
-from .context import CliContext, pass_context
-from .issue import issue, week_option
+from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.issue import issue, week_option
+from newsletter.issue.periods import Week
+from newsletter.issue.preview import preview_issue
 
 
 @issue.command()

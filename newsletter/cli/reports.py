@@ -8,10 +8,10 @@ from datetime import datetime
 
 import click
 
-from ..stats import IssueStats, StatsReport, stats_report
-from ..weeks import Week
-from .context import CliContext, pass_context
-from .root import main
+from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.root import main
+from newsletter.delivery.stats import IssueStats, StatsReport, stats_report
+from newsletter.issue.periods import Week
 
 
 @main.command()

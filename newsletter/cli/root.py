@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from .. import __version__
-from ..errors import NewsletterError, UsageError
-from .context import CliContext
+from newsletter import __version__
+from newsletter.cli.context import CliContext
+from newsletter.errors import NewsletterError, UsageError
 
 
 class NewsletterGroup(click.Group):

@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 import click
 
-from .. import delivery
-from ..articles import resolve_week
-from ..db.models import IssueStatus
-from ..delivery import (
+from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.issue import week_option
+from newsletter.cli.root import main
+from newsletter.db.models import IssueStatus
+from newsletter.delivery import send as delivery
+from newsletter.delivery.send import (
     Progress,
     ProgressCallback,
     SendOptions,
@@ -21,12 +23,10 @@ from ..delivery import (
     send_issue,
     send_test,
 )
-from ..errors import StateError, UsageError
-from ..issues import build_issue
-from ..weeks import Week
-from .context import CliContext, pass_context
-from .issue import week_option
-from .root import main
+from newsletter.errors import StateError, UsageError
+from newsletter.issue.build import build_issue
+from newsletter.issue.listing import resolve_week
+from newsletter.issue.periods import Week
 
 
 @main.command()
@@ -82,7 +82,7 @@ def send(
         raise UsageError("--test and --dry-run cannot be combined")
     app = ctx.app()
     chosen = resolve_week(app, week)
-    plan = prepare_send(app, chosen, build=build_issue)
+    plan = prepare_send(app, chosen, build=lambda w: build_issue(app, w))
     if if_new and (plan.articles == 0 or plan.status is IssueStatus.SENT):
         why = "has no articles" if plan.articles == 0 else "was already sent"
         click.echo(f"Nothing to do: the issue for {chosen} {why}.")

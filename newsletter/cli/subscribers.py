@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..db.models import SubscriberStatus
-from ..subscribers import add_address, listing, unsubscribe_address
-from ..subscribers_csv import ImportReport, export_csv, import_csv
-from .context import CliContext, pass_context
-from .root import main
+from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.root import main
+from newsletter.db.models import SubscriberStatus
+from newsletter.subscribers.csv import ImportReport, export_csv, import_csv
+from newsletter.subscribers.rules import add_address, listing, unsubscribe_address
 
 
 @main.group()

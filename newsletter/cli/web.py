@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .. import web
-from .context import CliContext, pass_context
-from .root import main
+from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.root import main
+from newsletter.web import endpoints as web
 
 
 @main.command()

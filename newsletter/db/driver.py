@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, UpdateBase
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from .session import writer_turns
+from newsletter.db.session import writer_turns
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import DatabaseError, SchemaOutdatedError
+from newsletter.errors import DatabaseError, SchemaOutdatedError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

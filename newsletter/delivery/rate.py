@@ -1,0 +1,46 @@
+"""A token bucket shared by every connection of one sending process.
+
+When several processes share one send, each bucket holds that process's part of the rate
+(`rateshare.py`), which keeps the total within the rate without a coordinator.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from newsletter.clock import Clock
+
+
+class TokenBucket:
+    """At most `rate` acquisitions per second on average, with bursts of at most `burst`.
+
+    A caller that finds the bucket empty reserves the next token and sleeps until it is due,
+    so waiting callers are served in turn and the rate holds however many threads ask.
+    """
+
+    def __init__(self, rate: float, clock: Clock, burst: float = 1.0) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.clock = clock
+        self._tokens = 1.0
+        self._last = clock.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self.clock.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self.clock.sleep(wait)
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on (a sender's share when others join or leave)."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        with self._lock:
+            self.rate = rate

@@ -1,0 +1,328 @@
+"""Sending an issue: the audience snapshot, N connections working the ledger, the report.
+
+`send_issue` is safe to interrupt and to re-run: the ledger (`ledger.py`) records each
+recipient's state in small commits, a second run picks up what the first left, and nobody is
+sent a second copy unless the operator asks for the uncertain ones again. On PostgreSQL any
+number of processes may run it for the same issue at once; on SQLite one sender at a time
+holds a lock on the database file, which the kernel releases however the process ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from newsletter.db.models import DeliveryStatus, Issue, IssueStatus, Subscriber, SubscriberStatus
+from newsletter.delivery.ledger import Ledger
+from newsletter.delivery.options import (
+    Progress,
+    ProgressCallback,
+    Sending,
+    SendOptions,
+    SendReport,
+    database_error,
+)
+from newsletter.delivery.workers import SendWorkers
+from newsletter.errors import NewsletterError, StateError
+from newsletter.issue.periods import Week
+from newsletter.mail.headers import Recipient
+from newsletter.mail.message import DkimKey, IssueParts, MessageFactory
+from newsletter.mail.tokens import Tokens
+from newsletter.subscribers.rules import find, normalise_email
+from newsletter.transport.outbox import (
+    PermanentFailure,
+    TransientFailure,
+    UncertainOutcome,
+)
+
+__all__ = [
+    "Progress",
+    "ProgressCallback",
+    "SendOptions",
+    "SendPlan",
+    "SendReport",
+    "dry_run",
+    "prepare_send",
+    "send_issue",
+    "send_test",
+]
+
+
+OPEN = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, DeliveryStatus.SENDING)
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    week: Week
+    issue_id: int
+    subject: str
+    articles: int
+    recipients: int
+    status: IssueStatus
+    uncertain: int
+
+
+def prepare_send(app: Sending, week: Week, *, build: Callable[[Week], object]) -> SendPlan:
+    """The issue as it stands before a send, built first (with `build`) if it never was."""
+    plan = _plan(app, week)
+    if plan is None:
+        build(week)
+        plan = _plan(app, week)
+    if plan is None:  # pragma: no cover - build always stores the issue
+        raise StateError(f"the issue for {week} could not be built")
+    return plan
+
+
+def _plan(app: Sending, week: Week) -> SendPlan | None:
+    with app.transaction() as session:
+        issue = session.scalars(select(Issue).where(Issue.week == str(week))).one_or_none()
+        if issue is None or issue.built_at is None:
+            return None
+        active = session.scalar(
+            select(func.count())
+            .select_from(Subscriber)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE)
+        )
+        issue_id, subject, status = issue.id, issue.subject, issue.status
+        articles = len(issue.articles)
+    # After the session: SQLite allows one open transaction per database at a time.
+    counts = Ledger(app, issue_id).counts()
+    return SendPlan(
+        week=week,
+        issue_id=issue_id,
+        subject=subject,
+        articles=articles,
+        recipients=int(active or 0)
+        if status is IssueStatus.DRAFT
+        else sum(counts[s] for s in OPEN),
+        status=status,
+        uncertain=counts[DeliveryStatus.UNCERTAIN],
+    )
+
+
+def _factory(app: Sending, issue: Issue) -> MessageFactory:
+    settings = app.settings
+    return MessageFactory(
+        settings,
+        Tokens(settings.secrets.secret_keys, settings.list_id),
+        IssueParts(issue.id, issue.week, issue.subject, issue.html, issue.text),
+        DkimKey.from_settings(settings),
+    )
+
+
+def _sendable(app: Sending, week: Week) -> Issue:
+    with app.transaction() as session:
+        issue = session.scalars(select(Issue).where(Issue.week == str(week))).one_or_none()
+        if issue is None or issue.built_at is None:
+            raise StateError(
+                f"the issue for {week} has not been built",
+                hint=f"run `newsletter issue build --week {week}`",
+            )
+        if not issue.articles:
+            raise StateError(
+                f"the issue for {week} has no articles; there is nothing to send",
+                hint="fetch articles or include some, then run `newsletter issue build`",
+            )
+        session.expunge(issue)
+        return issue
+
+
+def send_issue(
+    app: Sending,
+    week: Week,
+    options: SendOptions,
+    progress: ProgressCallback | None = None,
+) -> SendReport:
+    """Send (or resume sending) the week's issue to its snapshot of active subscribers."""
+    try:
+        return _send_issue(app, week, options, progress)
+    except SQLAlchemyError as exc:
+        raise database_error(exc) from None
+
+
+def _send_issue(
+    app: Sending,
+    week: Week,
+    options: SendOptions,
+    progress: ProgressCallback | None,
+) -> SendReport:
+    issue = _sendable(app, week)
+    if issue.status is IssueStatus.SENT and not options.resend_uncertain:
+        raise StateError(
+            f"the issue for {week} was already sent",
+            hint="`newsletter stats` shows how it went; --resend-uncertain retries the "
+            "recipients whose outcome is unknown",
+        )
+    with _sole_sender(app, week) as sole:
+        ledger = Ledger(app, issue.id)
+        now = app.clock.now()
+        _start(app, ledger, issue.id, now)
+        ledger.recover(now, sole_sender=sole)
+        if options.resend_uncertain and ledger.requeue_uncertain(now):
+            _reopen(app, issue.id)
+        before = ledger.counts()
+        pending = before[DeliveryStatus.QUEUED] + before[DeliveryStatus.DEFERRED]
+        run = SendWorkers(app, ledger, _factory(app, issue), options, pending, shared=not sole)
+        report = run.execute(progress)
+        after = ledger.counts()
+        if not any(after[s] for s in OPEN):
+            _finish(app, issue.id)
+    report.week = str(week)
+    report.recipients = sum(after.values())
+    report.already_sent = before[DeliveryStatus.SENT]
+    report.failed = _group(ledger.failures())
+    report.deferred = after[DeliveryStatus.DEFERRED]
+    report.uncertain = after[DeliveryStatus.UNCERTAIN]
+    return report
+
+
+def _start(app: Sending, ledger: Ledger, issue_id: int, now: datetime) -> None:
+    """Draft -> sending with the audience snapshot, once, whoever gets there first."""
+    with app.engine.begin() as connection:
+        started = connection.execute(
+            update(Issue)
+            .where(Issue.id == issue_id, Issue.status == IssueStatus.DRAFT)
+            .values(status=IssueStatus.SENDING, send_started_at=now)
+        )
+        if started.rowcount:
+            ledger.snapshot(connection, now)
+
+
+def _reopen(app: Sending, issue_id: int) -> None:
+    with app.engine.begin() as connection:
+        connection.execute(
+            update(Issue)
+            .where(Issue.id == issue_id, Issue.status == IssueStatus.SENT)
+            .values(status=IssueStatus.SENDING)
+        )
+
+
+def _finish(app: Sending, issue_id: int) -> None:
+    with app.engine.begin() as connection:
+        connection.execute(
+            update(Issue)
+            .where(Issue.id == issue_id, Issue.status == IssueStatus.SENDING)
+            .values(status=IssueStatus.SENT, sent_at=app.clock.now())
+        )
+
+
+@contextmanager
+def _sole_sender(app: Sending, week: Week) -> Iterator[bool]:
+    """On SQLite, hold an exclusive lock beside the database file for the whole send."""
+    url = app.engine.url
+    if url.get_backend_name() != "sqlite":
+        yield False
+        return
+    database = url.database or ""
+    if database in ("", ":memory:"):
+        yield True
+        return
+    path = Path(database).with_name(Path(database).name + ".send-lock")
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StateError(
+                f"a send is already running on this database ({holder})",
+                hint="wait for it to finish; with SQLite only one sender can run at a time",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} sending {week}\n")
+        handle.flush()
+        try:
+            yield True
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _group(replies: Sequence[str]) -> dict[str, int]:
+    """Failure replies grouped by their code, with addresses and numbers blurred out."""
+    counts: Counter[str] = Counter()
+    for reply in replies:
+        text = re.sub(r"<[^>]*>|\S+@\S+", "<address>", reply.splitlines()[0] if reply else "")
+        counts[text[:120] or "no reply recorded"] += 1
+    return dict(counts.most_common())
+
+
+def send_test(app: Sending, week: Week, addresses: Sequence[str]) -> SendReport:
+    """The real message to these addresses only; the ledger and the issue are left alone."""
+    issue = _sendable(app, week)
+    factory = _factory(app, issue)
+    report = SendReport(week=str(week), mode="test")
+    started = app.clock.monotonic()
+    failures: list[str] = []
+    with app.transport.connect() as connection:
+        for address in addresses:
+            email = normalise_email(address)
+            with app.transaction() as session:
+                subscriber = find(session, email)
+                recipient = (
+                    Recipient(subscriber.id, subscriber.email, subscriber.name)
+                    if subscriber is not None
+                    else Recipient(None, email)
+                )
+            envelope = factory.build(recipient, app.clock.now())
+            try:
+                connection.send(envelope.sender, envelope.recipient, envelope.message)
+            except (TransientFailure, PermanentFailure, UncertainOutcome) as exc:
+                failures.append(f"{email}: {exc.message}")
+            else:
+                report.sent += 1
+    report.recipients = len(addresses)
+    report.failed = dict(Counter(failures))
+    report.elapsed = app.clock.monotonic() - started
+    return report
+
+
+def dry_run(app: Sending, week: Week, progress: ProgressCallback | None = None) -> SendReport:
+    """Build every active subscriber's message, as a send would, and send none."""
+    issue = _sendable(app, week)
+    factory = _factory(app, issue)
+    report = SendReport(week=str(week), mode="dry-run")
+    started = app.clock.monotonic()
+    failures: list[str] = []
+    with app.transaction() as session:
+        total = int(
+            session.scalar(
+                select(func.count())
+                .select_from(Subscriber)
+                .where(Subscriber.status == SubscriberStatus.ACTIVE)
+            )
+            or 0
+        )
+        query = (
+            select(Subscriber.id, Subscriber.email, Subscriber.name)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE)
+            .order_by(Subscriber.id)
+            .execution_options(yield_per=1000)
+        )
+        for number, (subscriber_id, email, name) in enumerate(session.execute(query), 1):
+            try:
+                factory.build(Recipient(subscriber_id, email, name), app.clock.now())
+            except NewsletterError as exc:
+                failures.append(exc.message)
+            else:
+                report.sent += 1
+            if progress is not None and number % 500 == 0:
+                progress(Progress(number, total, report.sent, len(failures)))
+    report.recipients = total
+    report.failed = _group(failures)
+    report.elapsed = app.clock.monotonic() - started
+    if progress is not None:
+        progress(Progress(total, total, report.sent, len(failures)))
+    return report

@@ -1,0 +1,62 @@
+"""ISO weeks in the publication's time zone: the unit every issue is built for."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from newsletter.errors import UsageError
+
+_WEEK = re.compile(r"^(\d{4})-?W(\d{2})$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, order=True)
+class Week:
+    year: int
+    number: int
+
+    @classmethod
+    def parse(cls, text: str) -> Week:
+        match = _WEEK.match(text.strip())
+        if not match:
+            raise UsageError(f"{text!r} is not an ISO week", hint="write it as 2024-W47")
+        year, number = int(match[1]), int(match[2])
+        try:
+            date.fromisocalendar(year, number, 1)
+        except ValueError:
+            raise UsageError(f"{text!r}: {year} has no week {number}") from None
+        return cls(year, number)
+
+    @classmethod
+    def containing(cls, moment: datetime, zone: ZoneInfo) -> Week:
+        local = moment.astimezone(zone).date()
+        iso = local.isocalendar()
+        return cls(iso.year, iso.week)
+
+    def __str__(self) -> str:
+        return f"{self.year}-W{self.number:02d}"
+
+    @property
+    def monday(self) -> date:
+        return date.fromisocalendar(self.year, self.number, 1)
+
+    def bounds(self, zone: ZoneInfo) -> tuple[datetime, datetime]:
+        """Monday 00:00 to the next Monday 00:00 local time, as UTC instants."""
+        start = datetime.combine(self.monday, time(0), tzinfo=zone)
+        end = datetime.combine(self.monday + timedelta(days=7), time(0), tzinfo=zone)
+        return start.astimezone(UTC), end.astimezone(UTC)
+
+    def label(self) -> str:
+        """A reader-facing label such as 'Week of 18 November 2024'."""
+        monday = self.monday
+        return f"Week of {monday.day} {monday:%B %Y}"
+
+    def previous(self) -> Week:
+        iso = (self.monday - timedelta(days=7)).isocalendar()
+        return Week(iso.year, iso.week)
+
+    def next(self) -> Week:
+        iso = (self.monday + timedelta(days=7)).isocalendar()
+        return Week(iso.year, iso.week)

@@ -1,0 +1,396 @@
+"""The round-up email: Jinja2 -> MJML -> mjml-python -> premailer, once per issue.
+
+Rendering is the expensive part of a message (MJML compilation and CSS inlining take
+milliseconds), so it happens once per issue with markers where the personal fields go. The
+markers are plain ASCII words that Jinja, MJML and lxml all leave alone; after inlining, each
+one is tagged with the context it ended up in (text, attribute, or URL attribute), so that
+`personalise` can escape a subscriber's values exactly as a full render would have done and
+fill them in with one pass of string substitution.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import re
+import traceback
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import jinja2
+import mjml
+from markupsafe import Markup
+from premailer import Premailer
+
+from newsletter.config import Settings
+from newsletter.errors import ConfigError, RenderError
+from newsletter.issue.checks import GMAIL_CLIP_BYTES, audit
+from newsletter.issue.periods import Week
+from newsletter.issue.text import html_to_text, wrap
+
+__all__ = [
+    "GMAIL_CLIP_BYTES",
+    "IssueContent",
+    "PersonalFields",
+    "RenderedIssue",
+    "Teaser",
+    "personalise",
+    "render_issue",
+    "sample_fields",
+]
+
+HTML_TEMPLATE = "email/roundup.mjml.j2"
+TEXT_TEMPLATE = "email/roundup.txt.j2"
+CSS_TEMPLATE = "email/roundup.css.j2"
+PREHEADER_MIN = 40
+PREHEADER_MAX = 100
+ANONYMOUS_NAME = "reader"
+
+
+@dataclass(frozen=True)
+class Teaser:
+    article_id: int
+    url: str
+    title: str
+    kicker: str
+    section: str
+    authors: tuple[str, ...]
+    published_at: datetime
+    teaser_html: str
+    image_url: str
+    image_alt: str
+    image_credit: str
+    featured: bool
+
+
+@dataclass(frozen=True)
+class IssueContent:
+    week: Week
+    teasers: tuple[Teaser, ...]
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    web_html: str
+    problems: tuple[str, ...]
+    html_bytes: int
+
+
+@dataclass(frozen=True)
+class PersonalFields:
+    unsubscribe_url: str
+    email: str
+    name: str
+
+
+_MARKERS = PersonalFields(
+    unsubscribe_url="NLP-UNSUBSCRIBE_URL-0D1C", email="NLP-EMAIL-0D1C", name="NLP-NAME-0D1C"
+)
+# Where a personal field sits in the rendered template; public so the message builder can
+# find the same places when it splits the MIME template around them.
+PERSONAL_MARKER = re.compile(r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME)-0D1C(?:-(S?ATTR|S?URI))?")
+_TAG = re.compile(r"<[a-zA-Z][^>]*>")
+# lxml quotes a value with ' when it contains " (and no '), so both quotings occur.
+_ATTRIBUTE = re.compile(r"""([\w:.-]+)=("[^"]*"|'[^']*')""")
+# The attributes lxml serialises as URLs (percent-encoding what is not ASCII).
+_URL_ATTRIBUTES = frozenset({"href", "src", "action"})
+_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_IMG_WITHOUT_BORDER = re.compile(r"<img\b(?![^>]*\bborder=)")
+_IGNORE = ' data-premailer="ignore"'
+_PLAIN_STYLE = re.compile(r"<style(?![^>]*\bmedia=)([^>]*)>")
+
+
+def render_issue(
+    content: IssueContent,
+    settings: Settings,
+    templates_dirs: Sequence[Path],
+    *,
+    recipient: PersonalFields | None = None,
+) -> RenderedIssue:
+    """Render the issue once, with markers for the personal fields.
+
+    With `recipient`, the HTML and text parts are that subscriber's copy rendered in full
+    instead: the slow path that `personalise` is checked against.
+    """
+    env = _environment(tuple(Path(d) for d in templates_dirs))
+    subject = _subject(content.week, settings)
+    preheader = _preheader(content, settings)
+    css = _render_template(env, CSS_TEMPLATE, _context(content, settings, subject, preheader))
+
+    def html_for(who: PersonalFields | None) -> str:
+        context = _context(content, settings, subject, preheader, recipient=who)
+        return _inline(_compile(_render_template(env, HTML_TEMPLATE, context)), css)
+
+    person = _shown(recipient) if recipient is not None else _MARKERS
+    html = html_for(person)
+    if recipient is None:
+        html = _tag_contexts(html)
+    text = _tidy_text(
+        _render_template(
+            env, TEXT_TEMPLATE, _context(content, settings, subject, preheader, recipient=person)
+        )
+    )
+    web_html = html_for(None)
+    sample = personalise(html, sample_fields(settings), html=True)
+    return RenderedIssue(
+        subject=subject,
+        preheader=preheader,
+        html=html,
+        text=text,
+        web_html=web_html,
+        problems=audit(sample),
+        html_bytes=len(html.encode("utf-8")),
+    )
+
+
+def personalise(template: str, fields: PersonalFields, *, html: bool) -> str:
+    """Fill a rendered template's markers with one subscriber's values, escaped for HTML
+    the way lxml serialises them, or verbatim for the text part."""
+    shown = _shown(fields)
+    values = {
+        "UNSUBSCRIBE_URL": shown.unsubscribe_url,
+        "EMAIL": shown.email,
+        "NAME": shown.name,
+    }
+
+    def replace(match: re.Match[str]) -> str:
+        value = values[match[1]]
+        context = match[2]
+        if not html:
+            return value
+        if not context:
+            return _escape_text(value)
+        if context.endswith("URI"):
+            value = quote(value.lstrip(" \t\n\r\f"), safe=_URL_SAFE)
+        if context.startswith("S"):
+            return _escape_text(value).replace("'", "&#39;")
+        return _escape_attribute(value)
+
+    return PERSONAL_MARKER.sub(replace, template)
+
+
+def sample_fields(settings: Settings) -> PersonalFields:
+    """Harmless values for previews and checks, shaped like a real subscriber's."""
+    base = settings.newsletter.base_url.rstrip("/")
+    return PersonalFields(
+        unsubscribe_url=f"{base}/u/preview-only-not-a-real-token",
+        email="reader@example.org",
+        name="Sample Reader",
+    )
+
+
+def _shown(fields: PersonalFields) -> PersonalFields:
+    """What the templates show: a subscriber without a name is greeted as a reader."""
+    return PersonalFields(
+        unsubscribe_url=fields.unsubscribe_url,
+        email=fields.email,
+        name=fields.name.strip() or ANONYMOUS_NAME,
+    )
+
+
+def _escape_text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escape_attribute(value: str) -> str:
+    return _escape_text(value).replace('"', "&quot;")
+
+
+def _tag_contexts(html: str) -> str:
+    """Mark each marker that sits inside a tag as an attribute (or URL attribute) value."""
+
+    def in_attribute(match: re.Match[str]) -> str:
+        kind = "URI" if match[1].lower() in _URL_ATTRIBUTES else "ATTR"
+        if match[2].startswith("'"):
+            kind = f"S{kind}"
+        value = PERSONAL_MARKER.sub(lambda m: f"{m[0]}-{kind}", match[2])
+        return f"{match[1]}={value}"
+
+    def in_tag(match: re.Match[str]) -> str:
+        tag = match[0]
+        return _ATTRIBUTE.sub(in_attribute, tag) if "NLP-" in tag else tag
+
+    return _TAG.sub(in_tag, html)
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
+    """One environment per template search path, so compiled templates are reused."""
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(d) for d in dirs]),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("mjml.j2", "html.j2", "mjml", "html"),
+            disabled_extensions=("txt.j2", "css.j2"),
+            default_for_string=True,
+            default=True,
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        byline=_byline,
+        css=_css_value,
+        longdate=_long_date,
+        teaser_text=html_to_text,
+        wrap=wrap,
+    )
+    return env
+
+
+def _context(
+    content: IssueContent,
+    settings: Settings,
+    subject: str,
+    preheader: str,
+    *,
+    recipient: PersonalFields | None = None,
+) -> dict[str, Any]:
+    brand = settings.newsletter
+    base = brand.base_url.rstrip("/")
+    regular = (t for t in content.teasers if not t.featured)
+    return {
+        "brand": brand,
+        "publication": parseaddr(brand.sender)[0] or brand.name,
+        "subject": subject,
+        "preheader": preheader,
+        "week": str(content.week),
+        "week_label": content.week.label(),
+        "zone": brand.zone,
+        "story_count": len(content.teasers),
+        "featured": [t for t in content.teasers if t.featured],
+        "sections": [(name, list(group)) for name, group in itertools.groupby(regular, _section)],
+        "links": {
+            "home": brand.website_url or base,
+            "browser": f"{base}/archive/{content.week}",
+            "subscribe": f"{base}/subscribe",
+        },
+        "recipient": recipient,
+    }
+
+
+def _section(teaser: Teaser) -> str:
+    return teaser.section
+
+
+def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        where = exc.filename or exc.name or name
+        raise RenderError(f"{where}, line {exc.lineno}: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise RenderError(f"{name}: template {exc.name!r} not found") from None
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"{_failing_template(exc, name)}: {exc.message}") from None
+
+
+def _failing_template(exc: BaseException, default: str) -> str:
+    """The innermost template in the traceback (Jinja rewrites frames to template lines)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(".j2")]
+    return f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else default
+
+
+def _compile(source: str) -> str:
+    try:
+        return str(mjml.mjml2html(source, fonts={}))
+    except (ValueError, RuntimeError) as exc:
+        raise RenderError(f"{HTML_TEMPLATE} (or a template it includes): MJML: {exc}") from None
+
+
+def _inline(html: str, css: str) -> str:
+    """Inline the template's own CSS; MJML's head styles and media queries stay in <head>."""
+    html = _PLAIN_STYLE.sub(rf"<style{_IGNORE}\1>", html)
+    html = html.replace("<!doctype html>", "<!DOCTYPE html>", 1)
+    premailer = Premailer(
+        html,
+        css_text=[css],
+        strip_important=False,
+        remove_classes=False,
+        allow_network=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inlined = str(premailer.transform(pretty_print=False))
+    # Styles inside Outlook's conditional comments are text to lxml and keep the mark.
+    inlined = inlined.replace(_IGNORE, "")
+    # Old clients draw a link border around linked images unless the attribute says not to.
+    return _IMG_WITHOUT_BORDER.sub('<img border="0"', inlined)
+
+
+def _tidy_text(text: str) -> str:
+    """Trailing spaces off and at most one blank line in a row, whatever the template did."""
+    lines = [line.rstrip() for line in text.strip("\n").splitlines()]
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)) + "\n"
+
+
+def _subject(week: Week, settings: Settings) -> str:
+    template = settings.newsletter.subject
+    try:
+        return template.format(name=settings.newsletter.name, week_label=week.label())
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(
+            f"newsletter.subject {template!r} is not a valid format",
+            hint="use {name} and {week_label}, e.g. '{name}: {week_label}'",
+        ) from None
+
+
+def _preheader(content: IssueContent, settings: Settings) -> str:
+    """40-100 characters that repeat what the reader will see first: the lead headline."""
+    brand = settings.newsletter
+    if not content.teasers:
+        text = f"{brand.name}, {content.week.label()}: no new stories this week"
+    else:
+        lead = next((t for t in content.teasers if t.featured), content.teasers[0])
+        others = len(content.teasers) - 1
+        text = lead.title
+        if others:
+            text += f", and {others} more {'story' if others == 1 else 'stories'} this week"
+    if len(text) < PREHEADER_MIN:
+        text = f"{text} | {brand.name}, {content.week.label()}"
+    if len(text) > PREHEADER_MAX:
+        text = text[: PREHEADER_MAX - 1].rsplit(" ", 1)[0].rstrip(",;:") + "\u2026"
+    return text
+
+
+def _byline(authors: Sequence[str]) -> str:
+    names = [a for a in authors if a.strip()]
+    if not names:
+        return ""
+    if len(names) == 1:
+        return f"By {names[0]}"
+    return f"By {', '.join(names[:-1])} and {names[-1]}"
+
+
+def _long_date(moment: datetime, zone: ZoneInfo) -> str:
+    local = moment.astimezone(zone)
+    return f"{local.day} {local:%B %Y}"
+
+
+_CSS_UNSAFE = re.compile(r"[<>{};\\]")
+
+
+def _css_value(value: object) -> Markup:
+    """A settings value (colour, font list) made safe to place in CSS or an MJML attribute.
+
+    Autoescaping would turn the quotes of a font list into entities, which CSS inside a
+    <style> element does not decode; instead, the characters that could end the value or
+    the element are removed.
+    """
+    cleaned = _CSS_UNSAFE.sub("", str(value)).replace('"', "'")
+    return Markup(cleaned)  # noqa: S704 - cleaned of everything that could break out

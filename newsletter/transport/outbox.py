@@ -1,0 +1,128 @@
+"""Where finished messages go: an SMTP server, or an outbox folder of .eml files.
+
+The delivery engine only sees `Transport.connect()` and the stepwise `Connection` of
+`connection.py`; which transport it gets is decided by the `[delivery] transport` URL in
+`open_transport`, the one place that reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from pathlib import Path
+
+from newsletter.errors import ConfigError
+from newsletter.transport.base import Connection, StepwiseConnection, Transport
+from newsletter.transport.failures import (
+    PermanentFailure,
+    PolicyFailure,
+    ServerUnavailable,
+    TransientFailure,
+    UncertainOutcome,
+    classify,
+)
+from newsletter.transport.smtp import (
+    SECURITY,
+    SmtpConfig,
+    SmtpConnection,
+    SmtpTransport,
+    parse_smtp_url,
+)
+
+__all__ = [
+    "Connection",
+    "OutboxTransport",
+    "PermanentFailure",
+    "PolicyFailure",
+    "ServerUnavailable",
+    "SmtpConfig",
+    "SmtpConnection",
+    "SmtpTransport",
+    "TransientFailure",
+    "Transport",
+    "UncertainOutcome",
+    "classify",
+    "open_transport",
+    "parse_smtp_url",
+]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+class OutboxConnection(StepwiseConnection):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._recipient: str | None = None
+
+    def offer(self, envelope_from: str, recipient: str) -> None:
+        self._recipient = recipient
+
+    def transmit(self, message: bytes, data: bytes | None = None) -> None:
+        recipient, self._recipient = self._recipient, None
+        if recipient is None:
+            raise TransientFailure("no recipient was offered before the message")
+        target = self.folder / f"{_UNSAFE.sub('_', recipient)[:150]}.eml"
+        tmp = target.with_suffix(f".eml.{os.getpid()}.tmp")
+        # Written whole and renamed, so a crash never leaves half a message behind.
+        with open(tmp, "wb") as handle:
+            handle.write(message)
+        os.replace(tmp, target)
+
+    def confirm(self) -> None:
+        return None
+
+    def abandon(self) -> None:
+        self._recipient = None
+
+    def close(self) -> None:
+        return None
+
+
+class OutboxTransport:
+    """One .eml file per recipient: the embedded default, and a way to look before sending."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.description = f"outbox {folder}"
+
+    def connect(self) -> OutboxConnection:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create outbox folder {self.folder}: {exc.strerror}"
+            ) from None
+        return OutboxConnection(self.folder)
+
+    def takes_utf8_addresses(self) -> bool:
+        return True
+
+
+def open_transport(
+    url: str,
+    *,
+    base_dir: Path,
+    password: str = "",
+    timeout: float = 60.0,
+    messages_per_connection: int = 1000,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Transport:
+    """The transport named by a `[delivery] transport` URL."""
+    if url.startswith("outbox:"):
+        folder = Path(url.removeprefix("outbox:").removeprefix("//") or "outbox")
+        return OutboxTransport(folder if folder.is_absolute() else base_dir / folder)
+    if url.split("://", 1)[0] in SECURITY:
+        return SmtpTransport(
+            parse_smtp_url(
+                url,
+                password=password,
+                timeout=timeout,
+                messages_per_connection=messages_per_connection,
+                ssl_context=ssl_context,
+            )
+        )
+    raise ConfigError(
+        f"delivery.transport {url!r} is not supported",
+        hint="use smtp://, smtp+starttls://, smtps:// or outbox:DIR",
+    )
