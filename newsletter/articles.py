@@ -9,6 +9,7 @@ of what readers received: later changes in the feed never touch it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,9 +21,11 @@ from .db.models import Article, Feed, Issue, IssueArticle, IssueStatus
 from .errors import FeedError
 from .feeds import FeedEntry, FeedOptions, parse_feed
 from .fetch import Validators
+from .teasers import one_line, valid_text
 from .weeks import Week
 
 LOCKED_STATUSES = (IssueStatus.SENDING, IssueStatus.SENT)
+MAX_ERROR = 300  # an exception's text can be long; one readable line is enough
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,23 @@ def feed_options(app: App) -> FeedOptions:
 
 def fetch_sources(app: App, sources: Sequence[str]) -> list[FeedReport]:
     """Fetch and store every source in turn; failures are reported, not raised."""
-    return [_fetch_one(app, source) for source in sources]
+    return [_fetch_guarded(app, source) for source in sources]
+
+
+def _fetch_guarded(app: App, source: str) -> FeedReport:
+    """`_fetch_one`, with a failure nobody foresaw (a parser's bug, a value the database
+    refuses) turned into that feed's one-line report: the feeds after it are still read."""
+    try:
+        return _fetch_one(app, source)
+    except Exception as exc:
+        text = str(exc).strip()
+        detail = text.splitlines()[0] if text else "no detail"
+        error = one_line(valid_text(f"unexpected {type(exc).__name__}: {detail}"))[:MAX_ERROR]
+        with suppress(Exception), app.transaction() as session:  # the database may be the fault
+            feed = _feed_row(session, source)
+            if feed is not None:
+                feed.last_error = error
+        return FeedReport(source, error=error)
 
 
 def _fetch_one(app: App, source: str) -> FeedReport:
