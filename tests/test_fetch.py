@@ -122,3 +122,11 @@ def test_the_timeout_is_a_deadline_for_the_whole_fetch(server: FeedServer) -> No
     with pytest.raises(FeedError, match="no complete answer within 1 seconds"):
         fetcher.fetch(server.url("/drip"), Validators())
     assert time.monotonic() - started < 2.5
+
+
+def test_a_redirect_loop_ends_after_five_redirects(server: FeedServer) -> None:
+    server.routes["/loop"] = Route(status=307, headers={"Location": "/loop"})
+    fetcher = HttpFetcher(timeout=5, max_bytes=100_000)
+    with pytest.raises(FeedError, match="more than 5 redirects"):
+        fetcher.fetch(server.url("/loop"), Validators())
+    assert len(server.requests) == 6
