@@ -163,6 +163,8 @@ def _send_issue(
             hint="`newsletter stats` shows how it went; --resend-uncertain retries the "
             "recipients whose outcome is unknown",
         )
+    # An unusable transport is refused while the issue is still as the operator left it.
+    app.transport  # noqa: B018
     with _sole_sender(app, week) as sole:
         ledger = Ledger(app, issue.id)
         now = app.clock.now()

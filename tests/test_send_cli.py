@@ -90,3 +90,22 @@ def test_empty_week_is_refused_but_fine_for_cron(ready: Cli, server: SmtpServer)
 def test_bad_option_is_a_usage_error(ready: Cli) -> None:
     assert ready("send", "--connections", "0").exit_code == 2
     assert ready("send", "--week", WEEK, "--test", "a@example.org", "--dry-run").exit_code == 2
+
+
+def test_an_unknown_transport_leaves_the_issue_as_it_was(ready: Cli, server: SmtpServer) -> None:
+    ftp = {"NEWSLETTER_DELIVERY_TRANSPORT": "ftp://127.0.0.1/outbox"}
+    failed = ready("send", "--week", WEEK, "--yes", "--rate", "0", env=ftp)
+    assert failed.exit_code == 1
+    assert failed.output.count("\n") == 1, failed.output
+    assert "delivery.transport 'ftp://127.0.0.1/outbox' is not supported" in failed.output
+    assert "[draft]" in ready("issue", "show", "--week", WEEK).output
+    # Still a draft: a reader who joins now is in the audience the real send takes.
+    assert ready("subscribers", "add", "dee@example.org").exit_code == 0
+    result = ready("send", "--week", WEEK, "--yes", "--rate", "0")
+    assert result.exit_code == 0, result.output
+    assert sorted(r.recipient for r in server.received) == [
+        "ann@example.org",
+        "bob@example.org",
+        "cyd@example.org",
+        "dee@example.org",
+    ]
