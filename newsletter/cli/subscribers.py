@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..db.models import SubscriberStatus
+from ..errors import InputError
 from ..subscribers import add_address, listing, unsubscribe_address
 from ..subscribers_csv import ImportReport, export_csv, import_csv
 from .context import CliContext, pass_context
@@ -27,6 +28,9 @@ def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
     """Import subscribers from a CSV file (email, name, status, subscribed_at)."""
     report = import_csv(ctx.app(), file, dry_run=dry_run)
     _print_import(report)
+    if not report.valid:
+        # A file of rejected rows is most likely the wrong file: a script must notice.
+        raise InputError(f"{file}: no valid row was found; nothing was imported")
 
 
 def _print_import(report: ImportReport) -> None:
