@@ -11,8 +11,10 @@ import logging
 from typing import Any
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from .. import __version__
+from ..db.session import operator_error
 from ..errors import NewsletterError, UsageError
 from .context import CliContext
 
@@ -25,6 +27,11 @@ class NewsletterGroup(click.Group):
             raise click.UsageError(str(exc), ctx) from None
         except NewsletterError as exc:
             raise click.ClickException(str(exc)) from None
+        except DBAPIError as exc:
+            error = operator_error(exc)
+            if error is None:
+                raise
+            raise click.ClickException(str(error)) from None
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
