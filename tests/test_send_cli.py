@@ -109,3 +109,20 @@ def test_an_unknown_transport_leaves_the_issue_as_it_was(ready: Cli, server: Smt
         "cyd@example.org",
         "dee@example.org",
     ]
+
+
+def test_idn_domains_go_out_in_ascii_through_a_relay_without_smtputf8(cli: Cli) -> None:
+    with SmtpServer(smtputf8=False) as relay:
+        cli.env["NEWSLETTER_DELIVERY_TRANSPORT"] = relay.url()
+        assert cli("subscribers", "add", "ann@xn--bcher-kva.example").exit_code == 0
+        assert cli("subscribers", "add", "jürgen@bücher.example").exit_code == 0
+        assert "ann@bücher.example" in cli("subscribers", "list").output
+        assert cli("articles", "fetch", FEED).exit_code == 0
+        result = cli("send", "--week", WEEK, "--yes", "--rate", "0")
+        [received] = relay.received
+    assert received.recipient == "ann@xn--bcher-kva.example"
+    assert received.message()["To"].addresses[0].addr_spec == "ann@xn--bcher-kva.example"
+    assert received.content.isascii()
+    # A non-ASCII local part has no ASCII form: refused as before, and reported.
+    assert result.exit_code == 1
+    assert "needs SMTPUTF8" in result.output
