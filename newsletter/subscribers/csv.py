@@ -51,6 +51,11 @@ class ImportReport:
     notices: list[str] = field(default_factory=list)
     dry_run: bool = False
 
+    @property
+    def valid(self) -> int:
+        """Rows that named a subscriber, whatever became of them."""
+        return self.added + self.updated + self.unchanged + self.suppressed + self.merged
+
     def reject(self, line: int, reason: str) -> None:
         self.invalid += 1
         if len(self.reasons) < MAX_REASONS:
