@@ -24,7 +24,8 @@ from itsdangerous import (
 )
 from itsdangerous.encoding import base64_encode
 
-from .errors import ConfigError, NewsletterError
+from .config import check_secret_keys
+from .errors import NewsletterError
 
 
 class InvalidToken(NewsletterError):
@@ -60,12 +61,7 @@ class Tokens:
     )
 
     def __post_init__(self) -> None:
-        if not self.secret_keys:
-            raise ConfigError(
-                "NEWSLETTER_SECRET_KEY is not set",
-                hint="set it to a long random value, e.g. `python -c "
-                "'import secrets; print(secrets.token_urlsafe(32))'`",
-            )
+        check_secret_keys(self.secret_keys)
 
     def _plain(self, purpose: str) -> _UncompressedSerializer:
         serializer = self._serializers.get(purpose)

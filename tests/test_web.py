@@ -288,7 +288,8 @@ def bad_tokens(tokens: Tokens, subscriber_id: int, app: App) -> Iterator[str]:
     yield good[: len(good) // 2]  # truncated
     yield "1" + good  # altered payload
     yield tokens.unsubscribe(subscriber_id + 1000)  # well signed, nobody
-    yield Tokens(("some-other-key",), tokens.list_id).unsubscribe(subscriber_id)  # foreign key
+    foreign = Tokens(("some-other-key-" + "x" * 32,), tokens.list_id)
+    yield foreign.unsubscribe(subscriber_id)  # foreign key
     yield Tokens(tokens.secret_keys, "other.example.org").unsubscribe(subscriber_id)  # other list
     yield tokens.confirm(subscriber_id, app.clock.now())  # right key, wrong purpose
 
@@ -312,7 +313,7 @@ def test_links_signed_with_a_rotated_out_key_keep_working(
 ) -> None:
     subscriber_id = add(app, "reader@example.org")
     old_link = f"/u/{tokens.unsubscribe(subscriber_id)}"
-    rotated = replace(settings, secrets=Secrets(secret_keys=("a-new-key", SECRET_KEY)))
+    rotated = replace(settings, secrets=Secrets(secret_keys=("a-new-key-" + "x" * 32, SECRET_KEY)))
     with_new_key = App(rotated, app.engine, app.sessions, app.clock)
 
     response = create_app(with_new_key).test_client().post(old_link, data=ONE_CLICK)
@@ -775,6 +776,17 @@ def test_serve_without_a_secret_key_exits_with_one_line(cli: Cli) -> None:
     result = cli("serve", "--port", "1", env={"NEWSLETTER_SECRET_KEY": ""})
     assert result.exit_code == 1
     assert "NEWSLETTER_SECRET_KEY is not set" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_with_a_short_secret_key_exits_with_one_line(cli: Cli) -> None:
+    # An address this machine does not have: were the key accepted, serving would fail
+    # at once rather than run forever.
+    result = cli("serve", "--host", "192.0.2.1", env={"NEWSLETTER_SECRET_KEY": "a"})
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "at least 32 bytes" in result.output
+    assert "secrets.token_urlsafe(32)" in result.output
     assert "Traceback" not in result.output
 
 
