@@ -10,6 +10,7 @@ import email
 import email.policy
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -34,6 +35,7 @@ from newsletter.db.models import (
     Subscriber,
     SubscriberStatus,
     Throttle,
+    UsedChallenge,
 )
 from newsletter.errors import ConfigError, InputError
 from newsletter.tokens import Tokens
@@ -95,7 +97,8 @@ def events(app: App, subscriber_id: int) -> list[tuple[EventKind, str]]:
 
 
 def snapshot(app: App) -> tuple[object, ...]:
-    """Everything a request could change: subscribers, events, throttle counters."""
+    """Everything a request could change: subscribers, events, throttle counters, spent
+    challenges."""
     with app.transaction() as session:
         people = session.execute(
             select(
@@ -111,6 +114,7 @@ def snapshot(app: App) -> tuple[object, ...]:
             tuple(people),
             session.scalar(select(func.count()).select_from(Event)),
             session.scalar(select(func.count()).select_from(Throttle)),
+            session.scalar(select(func.count()).select_from(UsedChallenge)),
         )
 
 
@@ -520,6 +524,61 @@ def test_the_served_form_carries_a_challenge_that_counts_after_two_seconds(
     response = subscribe(client, "patient@example.org", form=challenge)
     assert "Check your inbox" in response.get_data(as_text=True)
     assert len(mails(outbox)) == 1
+
+
+def test_a_served_form_counts_once_whoever_sends_it(
+    app: App, client: FlaskClient, outbox: Path
+) -> None:
+    challenge = served_form(client)
+    first = subscribe(client, "first@example.org", ip="198.51.100.1", form=challenge)
+    before = snapshot(app)
+
+    replays = [
+        subscribe(client, f"replay{n}@example.org", ip=f"198.51.100.{n + 2}", form=challenge)
+        for n in range(3)
+    ]
+
+    assert "Check your inbox" in first.get_data(as_text=True)
+    for replay in replays:
+        assert replay.status_code == 200
+        assert "One more step" in replay.get_data(as_text=True)
+    assert snapshot(app) == before
+    assert [str(m["To"]) for m in mails(outbox)] == ["first@example.org"]
+
+
+def test_two_requests_racing_with_one_form_let_only_one_through(
+    app: App, client: FlaskClient, outbox: Path
+) -> None:
+    challenge = served_form(client)
+    start = threading.Barrier(2, timeout=30)
+    pages: dict[int, str] = {}
+
+    def send(n: int) -> None:
+        racer = client.application.test_client()
+        start.wait()
+        response = subscribe(racer, f"racer{n}@example.org", ip=f"192.0.2.{n + 1}", form=challenge)
+        pages[n] = response.get_data(as_text=True)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted("Check your inbox" in page for page in pages.values()) == [False, True]
+    assert len(mails(outbox)) == 1
+    with app.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+
+def test_spent_challenges_are_forgotten_once_too_old_to_count(
+    app: App, client: FlaskClient, clock: FixedClock
+) -> None:
+    subscribe(client, "early@example.org", ip="192.0.2.1")
+    clock.advance(13 * 3600)
+    subscribe(client, "late@example.org", ip="192.0.2.2")
+    with app.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(UsedChallenge)) == 1
 
 
 def test_a_filled_honeypot_is_dropped_silently(app: App, client: FlaskClient, outbox: Path) -> None:
