@@ -789,6 +789,27 @@ def test_archive_lists_sent_issues_newest_first_and_shows_them(
         assert client.get(f"/archive/{missing}").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/archive", "https://news.example.org/archive/"),
+        ("/archive?page=2", "https://news.example.org/archive/?page=2"),
+        ("/archive//2024-W47", "https://news.example.org/archive/2024-W47"),
+    ],
+)
+def test_redirects_name_the_configured_site_whatever_the_host_header_says(
+    app: App, path: str, expected: str
+) -> None:
+    app.settings = replace(app.settings, web=replace(app.settings.web, proxy_hops=1))
+    client = create_app(app).test_client()
+    headers = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    for method in (client.get, client.head):
+        response = method(path, headers=headers)
+        assert response.status_code == 308
+        assert response.headers["Location"] == expected
+        assert "evil.example" not in response.get_data(as_text=True)
+
+
 def test_archive_pages_hold_no_personal_data(app: App, client: FlaskClient, tokens: Tokens) -> None:
     subscriber_id = add(app, "private.person@example.org", name="Private Person")
     make_issue(app, "2024-W47", IssueStatus.SENT, "Forty-seven")
