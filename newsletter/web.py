@@ -43,6 +43,8 @@ ISSUE_CSP = (
 MAX_REQUEST_BYTES = 64 * 1024
 HONEYPOT_FIELD = "website"
 CHALLENGE_FIELD = "form"
+# What the reverse proxy in front says about the reader; as ProxyFix below is told.
+FORWARDED_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 
 
 def template_environment(app: App) -> Environment:
@@ -296,6 +298,18 @@ _ERROR_TEXT = {
 }
 
 
-def serve(application: flask.Flask, *, host: str, port: int) -> None:
-    """Run the application with waitress until interrupted."""
-    waitress_serve(application, host=host, port=port, ident="newsletter")
+def serve(application: flask.Flask, *, host: str, port: int, proxy_hops: int = 0) -> None:
+    """Run the application with waitress until interrupted.
+
+    Waitress removes X-Forwarded-* from every peer it has not been told to trust, before the
+    application sees them: behind `proxy_hops` proxies it must trust that many hops, or every
+    reader would share the proxy's address, its rate limit and its consent record.
+    """
+    trust: dict[str, Any] = {}
+    if proxy_hops:
+        trust = {
+            "trusted_proxy": "*",
+            "trusted_proxy_count": proxy_hops,
+            "trusted_proxy_headers": FORWARDED_HEADERS,
+        }
+    waitress_serve(application, host=host, port=port, ident="newsletter", **trust)
