@@ -119,7 +119,7 @@ class Site:
         try:
             with engine.connect() as connection:
                 rows = connection.execute(select(Subscriber.email, Subscriber.consent_ip))
-                return dict(rows.tuples().all())
+                return dict(rows.all())
         finally:
             engine.dispose()
 
