@@ -43,7 +43,7 @@ ISSUE_CSP = (
 MAX_REQUEST_BYTES = 64 * 1024
 HONEYPOT_FIELD = "website"
 CHALLENGE_FIELD = "form"
-# What the reverse proxy in front says about the reader; as ProxyFix below is told.
+# What the reverse proxies in front say about the reader: the headers ProxyFix reads too.
 FORWARDED_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 
 
