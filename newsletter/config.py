@@ -19,6 +19,9 @@ from newsletter.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "newsletter.toml"
 ENV_PREFIX = "NEWSLETTER_"
+# A short signing key can be guessed offline from any one signed link; 32 bytes cannot.
+MIN_SECRET_KEY_BYTES = 32
+NEW_KEY_ADVICE = 'make one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"`'
 
 
 @dataclass(frozen=True)
@@ -281,8 +284,24 @@ def _number(kind: type[int] | type[float], value: Any) -> int | float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def check_secret_keys(keys: tuple[str, ...]) -> None:
+    """Refuse a missing or short signing key before it signs a single link."""
+    if not keys:
+        raise ConfigError("NEWSLETTER_SECRET_KEY is not set", hint=NEW_KEY_ADVICE)
+    for position, key in enumerate(keys, 1):
+        size = len(key.encode())
+        if size < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(
+                f"NEWSLETTER_SECRET_KEY: key {position} of {len(keys)} is {size} bytes long; "
+                f"each key must be at least {MIN_SECRET_KEY_BYTES} bytes",
+                hint=NEW_KEY_ADVICE,
+            )
+
+
 def _secrets(env: Mapping[str, str]) -> Secrets:
     keys = tuple(k for k in env.get("NEWSLETTER_SECRET_KEY", "").replace(",", " ").split() if k)
+    if keys:
+        check_secret_keys(keys)
     return Secrets(
         smtp_password=env.get("NEWSLETTER_SMTP_PASSWORD", ""),
         secret_keys=keys,

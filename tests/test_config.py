@@ -6,6 +6,7 @@ import pytest
 
 from newsletter.config import load_settings
 from newsletter.errors import ConfigError
+from newsletter.mail.tokens import Tokens
 
 from .conftest import Cli
 
@@ -50,12 +51,33 @@ def test_secrets_come_from_the_environment_only(tmp_path: Path) -> None:
     path.write_text('[delivery]\nsmtp_password = "hunter2"\n')
     with pytest.raises(ConfigError, match=r"unknown key delivery\.smtp_password"):
         load_settings(path, environ={})
+    new, old = "new-" + "n" * 32, "old-" + "o" * 32
     settings = load_settings(
-        None, environ={"NEWSLETTER_SECRET_KEY": "new, old", "NEWSLETTER_SMTP_PASSWORD": "pw"}
+        None, environ={"NEWSLETTER_SECRET_KEY": f"{new}, {old}", "NEWSLETTER_SMTP_PASSWORD": "pw"}
     )
-    assert settings.secrets.secret_keys == ("new", "old")
+    assert settings.secrets.secret_keys == (new, old)
     assert "pw" not in repr(settings)
-    assert "new" not in repr(settings.secrets)
+    assert new not in repr(settings.secrets)
+
+
+@pytest.mark.parametrize(
+    ("keys", "which"),
+    [("a", "key 1 of 1 is 1 bytes"), ("k" * 40 + ",short-key", "key 2 of 2 is 9 bytes")],
+)
+def test_a_short_secret_key_is_refused_with_how_to_make_one(keys: str, which: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={"NEWSLETTER_SECRET_KEY": keys})
+    message = str(info.value)
+    assert which in message
+    assert "at least 32 bytes" in message
+    assert 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"' in message
+    assert "short-key" not in message
+
+
+def test_tokens_refuse_a_short_key_however_the_settings_were_made() -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        Tokens(("x" * 31,), "weekly.example.org")
+    assert Tokens(("é" * 16,), "weekly.example.org").unsubscribe(1)  # 32 bytes in UTF-8
 
 
 @pytest.mark.parametrize(

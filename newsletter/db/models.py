@@ -168,6 +168,18 @@ class Throttle(Base):
     hits: Mapped[int] = mapped_column(Integer)
 
 
+class UsedChallenge(Base):
+    """A subscribe form's challenge that has already carried a request: each counts once.
+
+    `served_at` lets a row go once its challenge is too old to pass anyway.
+    """
+
+    __tablename__ = "used_challenges"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    served_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Article(Base):
     __tablename__ = "articles"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import flask
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from waitress import serve as waitress_serve
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import RequestRedirect
 
 from newsletter.app import App
 from newsletter.config import load_settings
@@ -41,6 +43,8 @@ ISSUE_CSP = (
 MAX_REQUEST_BYTES = 64 * 1024
 HONEYPOT_FIELD = "website"
 CHALLENGE_FIELD = "form"
+# What the reverse proxies in front say about the reader: the headers ProxyFix reads too.
+FORWARDED_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 
 
 def template_environment(app: App) -> Environment:
@@ -67,6 +71,7 @@ def create_app(app: App | None = None) -> flask.Flask:
     views = Views(app, tokens, template_environment(app))
     web = flask.Flask(__name__, static_folder=None)
     web.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES, MAX_FORM_MEMORY_SIZE=MAX_REQUEST_BYTES)
+    web.before_request(views.public_redirect)
     web.after_request(_security_headers)
     web.register_error_handler(HTTPException, views.http_error)
     web.add_url_rule("/", view_func=views.subscribe_form, methods=["GET"])
@@ -120,6 +125,23 @@ class Views:
             newsletter=self.site, root=flask.request.script_root, **context
         )
         return flask.Response(html, status=status, mimetype="text/html")
+
+    def public_redirect(self) -> flask.Response | None:
+        """Send a URL Werkzeug would correct (`/archive` to `/archive/`, doubled slashes) to
+        the same place under `base_url`.
+
+        Werkzeug names the host from the request's Host header, which whoever sends the
+        request chooses; an absolute URL we give out must name our own site.
+        """
+        redirect = flask.request.routing_exception
+        if not isinstance(redirect, RequestRedirect):
+            return None
+        target = urlsplit(redirect.new_url)
+        path = target.path.removeprefix(flask.request.script_root)
+        query = f"?{target.query}" if target.query else ""
+        response = flask.Response(status=redirect.code)
+        response.headers["Location"] = f"{self.site.base_url.rstrip('/')}{path}{query}"
+        return response
 
     def not_valid(self, error: InvalidToken) -> flask.Response:
         if "expired" in error.message:
@@ -276,6 +298,18 @@ _ERROR_TEXT = {
 }
 
 
-def serve(application: flask.Flask, *, host: str, port: int) -> None:
-    """Run the application with waitress until interrupted."""
-    waitress_serve(application, host=host, port=port, ident="newsletter")
+def serve(application: flask.Flask, *, host: str, port: int, proxy_hops: int = 0) -> None:
+    """Run the application with waitress until interrupted.
+
+    Waitress removes X-Forwarded-* from every peer it has not been told to trust, before the
+    application sees them: behind `proxy_hops` proxies it must trust that many hops, or every
+    reader would share the proxy's address, its rate limit and its consent record.
+    """
+    trust: dict[str, Any] = {}
+    if proxy_hops:
+        trust = {
+            "trusted_proxy": "*",
+            "trusted_proxy_count": proxy_hops,
+            "trusted_proxy_headers": FORWARDED_HEADERS,
+        }
+    waitress_serve(application, host=host, port=port, ident="newsletter", **trust)
