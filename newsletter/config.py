@@ -63,8 +63,10 @@ class FeedSettings:
         "Africa",
         "Global",
     )
+    # URL path prefix -> section, e.g. {"/europe/" = "Europe"}; wins over the categories.
+    section_paths: tuple[tuple[str, str], ...] = ()
     max_articles: int = 12
-    teaser_words: int = 90
+    teaser_words: int = 40
     timeout: float = 20.0
     max_bytes: int = 20_000_000
 
@@ -214,6 +216,8 @@ def _coerce(section: str, key: str, default: Any, value: Any, source: str) -> An
         if number < 0:
             raise ConfigError(f"{where} must not be negative")
         return number
+    if isinstance(default, tuple) and key.endswith("_paths"):
+        return _table(where, value)
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -223,6 +227,20 @@ def _coerce(section: str, key: str, default: Any, value: Any, source: str) -> An
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {value!r}")
     return value
+
+
+def _table(where: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A TOML table of strings, or `key=value, key=value` from the environment, in order."""
+    if isinstance(value, str):
+        pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+        if any(not sep for _k, sep, _v in pairs):
+            raise ConfigError(f"{where} must be written as prefix=Section, prefix=Section")
+        value = {k.strip(): v.strip() for k, _sep, v in pairs}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{where} must be a table of strings")
+    return tuple(value.items())
 
 
 def _secrets(env: Mapping[str, str]) -> Secrets:
@@ -251,6 +269,13 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{src}: delivery.messages_per_connection must be at least 1")
     if settings.delivery.connections < 1:
         raise ConfigError(f"{src}: delivery.connections must be at least 1")
+    known = {s.casefold() for s in settings.feeds.sections}
+    for prefix, section in settings.feeds.section_paths:
+        if section.casefold() not in known or not prefix.startswith("/"):
+            raise ConfigError(
+                f"{src}: feeds.section_paths {prefix!r} = {section!r}: the prefix must start "
+                "with / and the section must be one of feeds.sections"
+            )
     if settings.feeds.max_articles < 1:
         raise ConfigError(f"{src}: feeds.max_articles must be at least 1")
     if settings.secrets.dkim_private_key_path and not (

@@ -69,6 +69,7 @@ class Teaser:
     image_alt: str
     image_credit: str
     featured: bool
+    image_width: int = 0  # natural width in pixels; 0 when unknown
 
 
 @dataclass(frozen=True)
