@@ -263,6 +263,8 @@ def _context(
     brand = settings.newsletter
     base = brand.base_url.rstrip("/")
     regular = (t for t in content.teasers if not t.featured)
+    featured = [t for t in content.teasers if t.featured]
+    groups = [(name, list(group)) for name, group in itertools.groupby(regular, _section)]
     return {
         "brand": brand,
         "publication": parseaddr(brand.sender)[0] or brand.name,
@@ -272,8 +274,11 @@ def _context(
         "week_label": content.week.label(),
         "zone": brand.zone,
         "story_count": len(content.teasers),
-        "featured": [t for t in content.teasers if t.featured],
-        "sections": [(name, list(group)) for name, group in itertools.groupby(regular, _section)],
+        "featured": featured,
+        "sections": [
+            (name or _unfiled_heading(alone=len(groups) == 1 and not featured), teasers)
+            for name, teasers in groups
+        ],
         "links": {
             "home": brand.website_url or base,
             "browser": f"{base}/archive/{content.week}",
@@ -285,6 +290,12 @@ def _context(
 
 def _section(teaser: Teaser) -> str:
     return teaser.section
+
+
+def _unfiled_heading(*, alone: bool) -> str:
+    """The heading of the stories in no section, which selection puts last: "Also" only
+    reads well when something came before."""
+    return "This week" if alone else "Also this week"
 
 
 def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
