@@ -35,6 +35,7 @@ from newsletter.delivery.options import (
 from newsletter.delivery.workers import SendWorkers
 from newsletter.errors import NewsletterError, StateError
 from newsletter.issue.periods import Week
+from newsletter.issue.render import archive_url, draft_url
 from newsletter.mail.headers import Recipient
 from newsletter.mail.message import DkimKey, IssueParts, MessageFactory
 from newsletter.mail.tokens import Tokens
@@ -110,14 +111,16 @@ def _plan(app: Sending, week: Week) -> SendPlan | None:
     )
 
 
-def _factory(app: Sending, issue: Issue) -> MessageFactory:
+def _factory(app: Sending, issue: Issue, *, draft: bool = False) -> MessageFactory:
+    """With `draft`, "View in browser" leads to the signed draft page (test copies)."""
     settings = app.settings
-    return MessageFactory(
-        settings,
-        Tokens(settings.secrets.secret_keys, settings.list_id),
-        IssueParts(issue.id, issue.week, issue.subject, issue.html, issue.text),
-        DkimKey.from_settings(settings),
-    )
+    tokens = Tokens(settings.secrets.secret_keys, settings.list_id)
+    parts = IssueParts(issue.id, issue.week, issue.subject, issue.html, issue.text)
+    if draft:
+        token = tokens.draft(issue.id, app.clock.now())
+        week = Week.parse(issue.week)
+        parts = parts.linking(archive_url(settings, week), draft_url(settings, token))
+    return MessageFactory(settings, tokens, parts, DkimKey.from_settings(settings))
 
 
 def _sendable(app: Sending, week: Week) -> Issue:
@@ -262,7 +265,7 @@ def _group(replies: Sequence[str]) -> dict[str, int]:
 def send_test(app: Sending, week: Week, addresses: Sequence[str]) -> SendReport:
     """The real message to these addresses only; the ledger and the issue are left alone."""
     issue = _sendable(app, week)
-    factory = _factory(app, issue)
+    factory = _factory(app, issue, draft=True)
     report = SendReport(week=str(week), mode="test")
     started = app.clock.monotonic()
     failures: list[str] = []

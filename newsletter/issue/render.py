@@ -42,6 +42,8 @@ __all__ = [
     "PersonalFields",
     "RenderedIssue",
     "Teaser",
+    "archive_url",
+    "draft_url",
     "personalise",
     "render_issue",
     "sample_fields",
@@ -281,11 +283,21 @@ def _context(
         ],
         "links": {
             "home": brand.website_url or base,
-            "browser": f"{base}/archive/{content.week}",
+            "browser": archive_url(settings, content.week),
             "subscribe": f"{base}/subscribe",
         },
         "recipient": recipient,
     }
+
+
+def archive_url(settings: Settings, week: Week) -> str:
+    """Where "View in browser" points: the issue's page in the archive, once it is sent."""
+    return f"{settings.newsletter.base_url.rstrip('/')}/archive/{week}"
+
+
+def draft_url(settings: Settings, token: str) -> str:
+    """The signed page of an issue not yet sent, for test copies' "View in browser"."""
+    return f"{settings.newsletter.base_url.rstrip('/')}/archive/draft/{token}"
 
 
 def _section(teaser: Teaser) -> str:

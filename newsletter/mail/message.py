@@ -12,7 +12,7 @@ tests prove that the two give the same bytes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -61,6 +61,13 @@ class IssueParts:
     subject: str
     html: str
     text: str
+
+    def linking(self, archive: str, draft: str) -> IssueParts:
+        """These parts with "View in browser" pointing at the signed draft page instead of
+        the archive, which shows an issue only once it is sent (for test copies)."""
+        return replace(
+            self, html=self.html.replace(archive, draft), text=self.text.replace(archive, draft)
+        )
 
 
 @dataclass(frozen=True)
