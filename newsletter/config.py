@@ -67,8 +67,10 @@ class FeedSettings:
         "Africa",
         "Global",
     )
+    # URL path prefix -> section, e.g. {"/europe/" = "Europe"}; wins over the categories.
+    section_paths: tuple[tuple[str, str], ...] = ()
     max_articles: int = 12
-    teaser_words: int = 90
+    teaser_words: int = 40
     timeout: float = 20.0
     max_bytes: int = 20_000_000
 
@@ -259,6 +261,8 @@ def _coerce(section: str, key: str, kind: Any, value: Any, source: str) -> Any:
         if not limits.admits(number):
             raise ConfigError(f"{where} must be {limits.describe()}, not {value!r}")
         return number
+    if kind == tuple[tuple[str, str], ...]:
+        return _table(where, value)
     if kind == tuple[str, ...]:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -298,6 +302,20 @@ def check_secret_keys(keys: tuple[str, ...]) -> None:
             )
 
 
+def _table(where: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A TOML table of strings, or `key=value, key=value` from the environment, in order."""
+    if isinstance(value, str):
+        pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+        if any(not sep for _k, sep, _v in pairs):
+            raise ConfigError(f"{where} must be written as prefix=Section, prefix=Section")
+        value = {k.strip(): v.strip() for k, _sep, v in pairs}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{where} must be a table of strings")
+    return tuple(value.items())
+
+
 def _secrets(env: Mapping[str, str]) -> Secrets:
     keys = tuple(k for k in env.get("NEWSLETTER_SECRET_KEY", "").replace(",", " ").split() if k)
     if keys:
@@ -322,6 +340,13 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{src}: newsletter.from must contain an email address")
     if not settings.newsletter.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: newsletter.base_url must start with https://")
+    known = {s.casefold() for s in settings.feeds.sections}
+    for prefix, section in settings.feeds.section_paths:
+        if section.casefold() not in known or not prefix.startswith("/"):
+            raise ConfigError(
+                f"{src}: feeds.section_paths {prefix!r} = {section!r}: the prefix must start "
+                "with / and the section must be one of feeds.sections"
+            )
     if settings.secrets.dkim_private_key_path and not (
         settings.delivery.dkim_selector and settings.delivery.dkim_domain
     ):

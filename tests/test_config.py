@@ -161,3 +161,24 @@ def test_the_command_line_names_the_key_in_one_line(cli: Cli, tmp_path: Path) ->
     assert result.exit_code == 1
     assert result.output.count("\n") == 1, result.output
     assert "web.port must be a whole number, not True" in result.output
+
+
+def test_section_paths_from_a_table_or_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text('[feeds]\nsection_paths = {"/europe/" = "Europe", "/asia/" = "Asia-Pacific"}\n')
+    settings = load_settings(path, environ={})
+    assert settings.feeds.section_paths == (("/europe/", "Europe"), ("/asia/", "Asia-Pacific"))
+    settings = load_settings(path, environ={"NEWSLETTER_FEEDS_SECTION_PATHS": "/africa/=Africa"})
+    assert settings.feeds.section_paths == (("/africa/", "Africa"),)
+    assert settings.feeds.teaser_words == 40
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"/sport/" = "Sport"}', '{"europe/" = "Europe"}', '["/europe/"]', '{"/europe/" = 1}'],
+)
+def test_section_paths_must_name_configured_sections(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text(f"[feeds]\nsection_paths = {value}\n")
+    with pytest.raises(ConfigError, match=r"feeds\.section_paths"):
+        load_settings(path, environ={})

@@ -53,7 +53,22 @@ def run(
 
 
 def test_section_order_then_newest_first() -> None:
-    assert run() == [3, 2, 4, 7, 1, 6, 5]
+    assert run() == [3, 2, 4, 7, 1, 5, 6]
+
+
+def test_articles_in_no_section_come_last_and_other_sections_stay_together() -> None:
+    window = [
+        cand(1, "", 10),
+        cand(2, "Culture", 9),
+        cand(3, "", 8),
+        cand(4, "Culture", 7),
+        cand(5, "Books", 6),
+        cand(6, "Europe", 1),
+    ]
+    chosen = select_articles(
+        window, [], [], already_sent=frozenset(), sections=SECTIONS, max_articles=12
+    )
+    assert ids(chosen) == [6, 5, 2, 4, 1, 3]
 
 
 def test_at_most_max_articles() -> None:
@@ -61,7 +76,7 @@ def test_at_most_max_articles() -> None:
 
 
 def test_already_sent_articles_are_left_out() -> None:
-    assert run(sent=frozenset({3, 4})) == [2, 7, 1, 6, 5]
+    assert run(sent=frozenset({3, 4})) == [2, 7, 1, 5, 6]
 
 
 def test_feature_puts_articles_first_in_the_order_featured() -> None:
@@ -73,21 +88,21 @@ def test_feature_puts_articles_first_in_the_order_featured() -> None:
         sections=SECTIONS,
         max_articles=12,
     )
-    assert ids(selection) == [1, 4, 3, 2, 7, 6, 5]
+    assert ids(selection) == [1, 4, 3, 2, 7, 5, 6]
     assert [s.featured for s in selection] == [True, True, False, False, False, False, False]
 
 
 def test_exclude_and_later_decisions_win() -> None:
-    assert run([Decision(3, OverrideKind.EXCLUDE)]) == [2, 4, 7, 1, 6, 5]
+    assert run([Decision(3, OverrideKind.EXCLUDE)]) == [2, 4, 7, 1, 5, 6]
     assert run([Decision(3, OverrideKind.EXCLUDE), Decision(3, OverrideKind.INCLUDE)]) == run()
     assert run([Decision(1, OverrideKind.FEATURE), Decision(1, OverrideKind.EXCLUDE)]) == (
-        [3, 2, 4, 7, 6, 5]
+        [3, 2, 4, 7, 5, 6]
     )
 
 
 def test_include_from_outside_the_window_takes_its_section_place() -> None:
     old = cand(99, "Europe", -200)
-    assert run([Decision(99, OverrideKind.INCLUDE)], outside=[old]) == [3, 2, 99, 4, 7, 1, 6, 5]
+    assert run([Decision(99, OverrideKind.INCLUDE)], outside=[old]) == [3, 2, 99, 4, 7, 1, 5, 6]
 
 
 def test_explicit_include_also_brings_back_an_already_sent_article() -> None:
@@ -108,8 +123,8 @@ def test_unknown_articles_in_decisions_are_ignored() -> None:
 
 def test_move_to_a_position() -> None:
     assert run([Decision(6, OverrideKind.MOVE, 1)]) == [6, 3, 2, 4, 7, 1, 5]
-    assert run([Decision(3, OverrideKind.MOVE, 3)]) == [2, 4, 3, 7, 1, 6, 5]
-    assert run([Decision(3, OverrideKind.MOVE, 100)]) == [2, 4, 7, 1, 6, 5, 3]
+    assert run([Decision(3, OverrideKind.MOVE, 3)]) == [2, 4, 3, 7, 1, 5, 6]
+    assert run([Decision(3, OverrideKind.MOVE, 100)]) == [2, 4, 7, 1, 5, 6, 3]
 
 
 def test_moves_apply_in_order_after_features() -> None:
@@ -123,7 +138,7 @@ def test_moves_apply_in_order_after_features() -> None:
 
 def test_excluded_article_cannot_be_moved_back_in() -> None:
     assert run([Decision(3, OverrideKind.EXCLUDE), Decision(3, OverrideKind.MOVE, 1)]) == (
-        [2, 4, 7, 1, 6, 5]
+        [2, 4, 7, 1, 5, 6]
     )
 
 

@@ -26,6 +26,7 @@ from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.config import Secrets, Settings, WebSettings
 from newsletter.db.models import (
+    Delivery,
     Event,
     EventKind,
     Issue,
@@ -35,7 +36,11 @@ from newsletter.db.models import (
     Throttle,
     UsedChallenge,
 )
+from newsletter.delivery.send import send_test
 from newsletter.errors import ConfigError, InputError
+from newsletter.feeds.store import fetch_sources
+from newsletter.issue.build import build_issue
+from newsletter.issue.periods import Week
 from newsletter.mail.confirmation import build as build_confirmation
 from newsletter.mail.tokens import Tokens
 from newsletter.subscribers import rules as subscribers
@@ -906,3 +911,41 @@ def test_forwarded_address_is_trusted_only_behind_configured_proxies(
     subscriber = standing(app, "behind@example.org")
     assert subscriber is not None
     assert subscriber.consent_ip == expected
+
+
+def test_a_test_copy_views_its_draft_in_the_browser_before_it_is_sent(
+    app: App, client: FlaskClient, outbox: Path, clock: FixedClock
+) -> None:
+    fetch_sources(app, [str(Path(__file__).resolve().parent.parent / "examples" / "feed.xml")])
+    build_issue(app, Week(2024, 47))
+    send_test(app, Week(2024, 47), ["editor@example.org"])
+    (copy,) = mails(outbox)
+    html, text = copy.get_body(("html",)), copy.get_body(("plain",))
+    assert html is not None
+    assert text is not None
+    links = re.findall(r'href="([^"]*)"[^>]*>View in browser', html.get_content())
+    assert links
+    assert all(link.startswith("https://news.example.org/archive/draft/") for link in links)
+    assert links[0] in text.get_content()
+    path = links[0].removeprefix("https://news.example.org")
+
+    # The archive shows only sent issues; the signed draft page shows this one now.
+    assert client.get("/archive/2024-W47").status_code == 404
+    for _ in range(2):
+        page = client.get(path)
+        assert page.status_code == 200
+        assert "Nordic defence ministers" in page.get_data(as_text=True)
+        assert page.headers["Cache-Control"] == "private, no-store"
+        assert "noindex" in page.headers["X-Robots-Tag"]
+    with app.transaction() as session:
+        issue = session.scalars(select(Issue)).one()
+        assert issue.status is IssueStatus.DRAFT  # the GETs changed nothing
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+
+    token = path.rsplit("/", 1)[1]
+    assert client.get(f"{path[:-1]}{'A' if token[-1] != 'A' else 'B'}").status_code == 404
+    assert client.get("/archive/draft/1").status_code == 404
+    clock.advance(31 * 24 * 3600)
+    expired = client.get(path)
+    assert expired.status_code == 404
+    assert "expired" in expired.get_data(as_text=True)

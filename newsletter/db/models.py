@@ -196,6 +196,7 @@ class Article(Base):
     image_url: Mapped[str] = mapped_column(String(2000), default="")
     image_alt: Mapped[str] = mapped_column(Text, default="")
     image_credit: Mapped[str] = mapped_column(Text, default="")
+    image_width: Mapped[int] = mapped_column(default=0)  # natural width; 0 when unknown
     feed_url: Mapped[str] = mapped_column(String(2000), default="")
     fetched_at: Mapped[datetime]
     updated_at: Mapped[datetime]

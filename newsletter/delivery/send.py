@@ -35,6 +35,7 @@ from newsletter.delivery.options import (
 from newsletter.delivery.workers import SendWorkers
 from newsletter.errors import NewsletterError, StateError
 from newsletter.issue.periods import Week
+from newsletter.issue.render import archive_url, draft_url
 from newsletter.mail.headers import Recipient
 from newsletter.mail.message import DkimKey, IssueParts, MessageFactory
 from newsletter.mail.tokens import Tokens
@@ -110,14 +111,22 @@ def _plan(app: Sending, week: Week) -> SendPlan | None:
     )
 
 
-def _factory(app: Sending, issue: Issue, *, ask_relay: bool = True) -> MessageFactory:
-    """The issue's messages, addressed as the relay can take them (a dry run asks no
-    relay)."""
+def _factory(
+    app: Sending, issue: Issue, *, ask_relay: bool = True, draft: bool = False
+) -> MessageFactory:
+    """The issue's messages, addressed as the relay can take them (a dry run asks no relay);
+    with `draft`, "View in browser" leads to the signed draft page (test copies)."""
     settings = app.settings
+    tokens = Tokens(settings.secrets.secret_keys, settings.list_id)
+    parts = IssueParts(issue.id, issue.week, issue.subject, issue.html, issue.text)
+    if draft:
+        token = tokens.draft(issue.id, app.clock.now())
+        week = Week.parse(issue.week)
+        parts = parts.linking(archive_url(settings, week), draft_url(settings, token))
     return MessageFactory(
         settings,
-        Tokens(settings.secrets.secret_keys, settings.list_id),
-        IssueParts(issue.id, issue.week, issue.subject, issue.html, issue.text),
+        tokens,
+        parts,
         DkimKey.from_settings(settings),
         utf8_relay=app.transport.takes_utf8_addresses if ask_relay else None,
     )
@@ -267,7 +276,7 @@ def _group(replies: Sequence[str]) -> dict[str, int]:
 def send_test(app: Sending, week: Week, addresses: Sequence[str]) -> SendReport:
     """The real message to these addresses only; the ledger and the issue are left alone."""
     issue = _sendable(app, week)
-    factory = _factory(app, issue)
+    factory = _factory(app, issue, draft=True)
     report = SendReport(week=str(week), mode="test")
     started = app.clock.monotonic()
     failures: list[str] = []

@@ -287,5 +287,6 @@ def _teaser(article: Article, featured: bool) -> Teaser:
         image_url=article.image_url,
         image_alt=article.image_alt,
         image_credit=article.image_credit,
+        image_width=article.image_width,
         featured=featured,
     )

@@ -70,12 +70,12 @@ def select_articles(
         if decision.kind is OverrideKind.FEATURE:
             featured.append(aid)
 
-    def rank(aid: int) -> tuple[int, int, float, int]:
+    def rank(aid: int) -> tuple[int, int, str, float, int]:
         candidate = known[aid]
         if aid in featured:
-            return (0, featured.index(aid), 0.0, 0)
+            return (0, featured.index(aid), "", 0.0, 0)
         order = _section_rank(candidate.section, sections)
-        return (1, order, -candidate.published_at.timestamp(), -aid)
+        return (1, order, candidate.section.casefold(), -candidate.published_at.timestamp(), -aid)
 
     by_rank = sorted(chosen, key=rank)
     # Editors' explicit choices are kept first when the issue is full.
@@ -92,7 +92,10 @@ def select_articles(
 
 
 def _section_rank(section: str, sections: Sequence[str]) -> int:
-    """Configured sections in their order; anything else after them, as one group."""
+    """Configured sections in their order, then sections no longer configured (each kept
+    together, by name), then the articles in no section, last."""
     folded = [s.casefold() for s in sections]
     key = section.casefold()
+    if not key:
+        return len(folded) + 1
     return folded.index(key) if key in folded else len(folded)

@@ -1,4 +1,4 @@
-"""Signed tokens for unsubscribe, confirm and bounce addresses.
+"""Signed tokens for unsubscribe, confirm, draft and bounce addresses.
 
 A token names a subscriber by id, never by address, and is bound to one list and one purpose
 by its salt, so an unsubscribe token cannot confirm anyone and a token for one list means
@@ -129,6 +129,21 @@ class Tokens:
             raise InvalidToken("this confirmation link is not valid") from None
         if now - signed_at > max_age:
             raise InvalidToken("this confirmation link has expired")
+        return _int(value)
+
+    def draft(self, issue_id: int, issued_at: datetime) -> str:
+        """For the "View in browser" link of test copies: the issue as it stands, before it
+        is sent and shows in the archive."""
+        return _sign_at(self._timed("draft"), issue_id, issued_at)
+
+    def read_draft(self, token: str, now: datetime, max_age: timedelta) -> int:
+        signer = self._timed("draft")
+        try:
+            value, signed_at = signer.loads(token, return_timestamp=True)
+        except BadData:
+            raise InvalidToken("this draft link is not valid") from None
+        if now - signed_at > max_age:
+            raise InvalidToken("this draft link has expired")
         return _int(value)
 
     def form_challenge(self, issued_at: datetime) -> str:

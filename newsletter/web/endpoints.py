@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +42,8 @@ ISSUE_CSP = (
     "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 MAX_REQUEST_BYTES = 64 * 1024
+# Test copies' "View in browser" link; an editor checks a draft within days, not months.
+DRAFT_LINK_AGE = timedelta(days=30)
 HONEYPOT_FIELD = "website"
 CHALLENGE_FIELD = "form"
 # What the reverse proxies in front say about the reader: the headers ProxyFix reads too.
@@ -85,6 +88,7 @@ def create_app(app: App | None = None) -> flask.Flask:
     web.add_url_rule("/confirm/<token>", view_func=views.confirm, methods=["POST"])
     web.add_url_rule("/archive/", view_func=views.archive, methods=["GET"])
     web.add_url_rule("/archive/<week>", view_func=views.archived_issue, methods=["GET"])
+    web.add_url_rule("/archive/draft/<token>", view_func=views.draft_issue, methods=["GET"])
     web.extensions["newsletter"] = app
     hops = settings.web.proxy_hops
     if hops:
@@ -279,6 +283,25 @@ class Views:
         response = flask.Response(html, mimetype="text/html")
         response.headers["Content-Security-Policy"] = ISSUE_CSP
         response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+    def draft_issue(self, token: str) -> flask.Response:
+        """An issue's web version before it is sent, for whoever holds a test copy's signed
+        link; it only reads, and it is never cached or indexed."""
+        try:
+            issue_id = self.tokens.read_draft(token, self.app.clock.now(), DRAFT_LINK_AGE)
+        except InvalidToken as error:
+            title = error.message[:1].upper() + error.message[1:]
+            advice = "Send yourself a new test copy for a fresh link."
+            return self.page("error", 404, title=title, message=advice)
+        with self.app.transaction() as session:
+            html = session.scalar(select(Issue.web_html).where(Issue.id == issue_id))
+        if not html:
+            flask.abort(404)
+        response = flask.Response(html, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = ISSUE_CSP
+        response.headers["Cache-Control"] = "private, no-store"
+        response.headers["X-Robots-Tag"] = "noindex, nofollow"
         return response
 
 
