@@ -14,7 +14,8 @@ from newsletter.config import Settings
 from newsletter.db.models import Article, Issue, IssueStatus, OverrideKind
 from newsletter.errors import NotFoundError, StateError, UsageError
 from newsletter.feeds.store import fetch_sources
-from newsletter.issue.build import add_override, build_issue, show_issue
+from newsletter.issue.build import build_issue, show_issue
+from newsletter.issue.overrides import add_override
 from newsletter.issue.periods import Week
 
 from .conftest import REPO, Cli
@@ -99,8 +100,11 @@ def test_an_empty_week_builds_an_empty_draft(demo: App) -> None:
     assert show_issue(demo, Week(2024, 30)).articles == ()
 
 
-def test_without_a_week_the_current_one_is_built(demo: App) -> None:
-    assert build_issue(demo, None).week == W47  # the test clock is in 2024-W47
+def test_without_a_week_the_next_issue_is_built(demo: App) -> None:
+    # The test clock is in 2024-W47: the next issue is the closed 2024-W46 until it is sent.
+    assert build_issue(demo, None).week == Week(2024, 46)
+    set_status(demo, Week(2024, 46), IssueStatus.SENT)
+    assert build_issue(demo, None).week == W47
 
 
 def test_overrides_apply_and_survive_rebuilds(demo: App) -> None:
@@ -212,7 +216,7 @@ def test_cli_errors_are_one_line(cli: Cli) -> None:
     assert cli("issue", "show", "--week", "2024-W47").exit_code == 1
 
 
-def test_cli_empty_week_build_says_send_will_refuse(cli: Cli) -> None:
+def test_cli_empty_week_build_says_send_waits(cli: Cli) -> None:
     result = cli("issue", "build", "--week", "2024-W30")
     assert result.exit_code == 0
-    assert "No articles this week" in result.stdout
+    assert "No articles yet: `newsletter send` sends nothing" in result.stdout
