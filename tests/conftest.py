@@ -130,6 +130,7 @@ class Cli:
 
     env: dict[str, str]
     cwd: Path
+    clock: FixedClock | None = None  # the commands' clock; the system's when None
 
     def __call__(
         self, *args: str, input: str | None = None, env: Mapping[str, str] | None = None
@@ -144,6 +145,7 @@ class Cli:
                 input=input,
                 env={**self.env, **(env or {})},
                 catch_exceptions=False,
+                obj=self.clock,
             )
         finally:
             os.chdir(old)

@@ -220,3 +220,49 @@ def test_cli_empty_week_build_says_send_waits(cli: Cli) -> None:
     result = cli("issue", "build", "--week", "2024-W30")
     assert result.exit_code == 0
     assert "No articles yet: `newsletter send` sends nothing" in result.stdout
+
+
+def test_cli_one_top_story_unfeature_section_and_reset(cli: Cli) -> None:
+    assert cli("articles", "fetch", str(DEMO)).exit_code == 0
+    week = ("--week", "2024-W47")
+    assert cli("issue", "feature", SUNDAY_URL, *week).exit_code == 0
+    assert cli("issue", "feature", OUTSIDE_URL, *week).exit_code == 0
+    shown = cli("issue", "show", *week).stdout
+    (top,) = [line for line in shown.splitlines() if ". * [" in line]
+    assert "Baltic" in top
+    assert shown.count(". * [") == 1  # the second feature replaced the first top story
+    assert "undersea cables" in shown  # which stays in the issue
+    assert cli("issue", "feature", SUNDAY_URL, "--also", *week).exit_code == 0
+    assert cli("issue", "show", *week).stdout.count(". * [") == 2
+    assert cli("issue", "unfeature", SUNDAY_URL, *week).exit_code == 0
+    again = cli("issue", "unfeature", SUNDAY_URL, *week)
+    assert again.exit_code == 1
+    assert "is not featured" in again.stderr
+    assert cli("issue", "section", SUNDAY_URL, "Briefing", *week).exit_code == 0
+    placed = cli("issue", "show", *week).stdout
+    assert "] Briefing / " in placed
+    assert "section in Briefing:" in placed
+    reset = cli("issue", "reset", *week)
+    # Features, the unfeature's include and the section: three decisions to drop.
+    assert "Dropped 3 override(s)." in reset.stdout, reset.output
+    assert "Overrides:" not in cli("issue", "show", *week).stdout
+
+
+def test_cli_build_and_show_say_what_was_left_out_and_what_replaced_it(cli: Cli) -> None:
+    assert cli("articles", "fetch", str(DEMO)).exit_code == 0
+    cli.env["NEWSLETTER_FEEDS_MAX_ARTICLES"] = "3"
+    built = cli("issue", "build", "--week", "2024-W47")
+    assert "Built 2024-W47: 3 article(s)" in built.stdout
+    assert built.stdout.count(": over max_articles") == 8, built.stdout
+    first = next(
+        line
+        for line in cli("issue", "show", "--week", "2024-W47").stdout.splitlines()
+        if line.lstrip().startswith("1.")
+    )
+    first_id = first.split("[")[1].split("]")[0]
+    excluded = cli("issue", "exclude", first_id, "--week", "2024-W47")
+    assert "Came in for excluded articles:" in excluded.stdout
+    shown = cli("issue", "show", "--week", "2024-W47").stdout
+    assert f"[{first_id}]" in shown.split("Left out:")[1]
+    assert ": excluded" in shown
+    assert ": came in for an excluded article" in shown

@@ -5,12 +5,14 @@ from __future__ import annotations
 import click
 
 from newsletter.app import App
+from newsletter.clock import Clock
 from newsletter.config import Settings, load_settings
 
 
 class CliContext:
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, clock: Clock | None = None) -> None:
         self.config_path = config_path
+        self.clock = clock
         self._settings: Settings | None = None
         self._app: App | None = None
 
@@ -23,7 +25,7 @@ class CliContext:
     def app(self, *, check_schema: bool = True) -> App:
         """The wired application; every command but `init` refuses an out-of-date schema."""
         if self._app is None:
-            self._app = App.create(self.settings)
+            self._app = App.create(self.settings, clock=self.clock)
         if check_schema:
             self._app.check_schema()
         return self._app

@@ -50,6 +50,8 @@ def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
         level=log_level.upper(),
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    cli_context = CliContext(config_path)
+    # A caller may hand in the clock as the context object (`main(obj=clock)`), so the real
+    # command line can be driven across weeks in-process.
+    cli_context = CliContext(config_path, clock=ctx.obj)
     ctx.obj = cli_context
     ctx.call_on_close(cli_context.close)

@@ -36,13 +36,24 @@ def last_closed(app: Runtime) -> Week:
 
 def resolve_week(app: Runtime, week: Week | None) -> Week:
     """The issue asked for, or the next one: the period that closed last while its issue is
-    unsent, else the period still open. This is what editors prepare between two sends."""
+    unsent (and it has articles), else the period still open. This is what editors prepare
+    between two sends."""
     if week is not None:
         return week
     closed = last_closed(app)
+    start, end = periods(app).bounds(closed)
     with app.transaction() as session:
         status = session.scalars(select(Issue.status).where(Issue.week == str(closed))).first()
-    return closed.next() if status in LOCKED_STATUSES else closed
+        empty = (
+            status is None
+            and not session.scalars(
+                select(Article.id)
+                .where(Article.published_at >= start, Article.published_at < end)
+                .limit(1)
+            ).first()
+        )
+    # A closed period that is sent, or that never had anything to send, is behind us.
+    return closed.next() if status in LOCKED_STATUSES or empty else closed
 
 
 def list_articles(app: Runtime, week: Week | None) -> tuple[Week, list[ArticleRow]]:
