@@ -3,8 +3,10 @@
 An article belongs to the period that holds its publication time. One first seen after the
 previous period's issue started sending (or, when that issue was never sent though an earlier
 one was, after the period closed) comes into this issue instead, marked late, so cron at the
-close never loses the articles a feed shows a little later. Older back-dated items first seen in this period are
-listed for the editors and never sent: they belong to issues long gone.
+close never loses the articles a feed shows a little later. Older back-dated items first
+seen in this period are listed for the editors and never sent: they belong to issues long
+gone. "First seen" is the article's `fetched_at`, which a feed edit to an unsent article
+also moves.
 """
 
 from __future__ import annotations
