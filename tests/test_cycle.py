@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from email import message_from_bytes
@@ -213,9 +214,7 @@ FAKETIME = shutil.which("faketime")
 @pytest.mark.skipif(FAKETIME is None, reason="needs Debian's faketime")
 def test_cron_around_the_close_under_faketime(cli: Cli, tmp_path: Path) -> None:
     """The installed command under a faked system clock, as cron would run it."""
-    command = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "newsletter"
-    if not command.exists():
-        command = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "newsletter"
+    command = Path(sys.executable).parent / "newsletter"
     feed = Feed(tmp_path / "feed.xml")
     feed.publish("before-close", at("2025-01-09 11:59"))
     feed.write()
