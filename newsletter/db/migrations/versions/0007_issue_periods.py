@@ -1,7 +1,7 @@
 """issue approval and the section override
 
 Revision ID: 0007
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01 09:00:00.000000
 
 Issues stored before periods existed keep their meaning: the default close (Monday 00:00)
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
