@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from newsletter.db.models import IssueStatus
+from sqlalchemy import select
+
+from newsletter.db.models import Issue, IssueStatus
 from newsletter.issue.build import (
     Editing,
     Fresh,
     editable_issue,
-    find_issue,
     select_now,
     store,
     withdrawal,
@@ -48,7 +49,11 @@ def refresh_draft(app: Editing, week: Week, *, reselect_approved: bool) -> Refre
     already sending. An issue is never created for an empty selection, so a run before any
     article of the period arrived leaves nothing behind."""
     with app.transaction() as session:
-        issue = find_issue(session, week)
+        # Locked, so a second sender starting now cannot re-select an issue the first one has
+        # just started sending (PostgreSQL; SQLite serialises writers anyway).
+        issue = session.scalars(
+            select(Issue).where(Issue.week == str(week)).with_for_update()
+        ).one_or_none()
         if issue is not None and issue.status is not IssueStatus.DRAFT:
             return Refresh(week, (), len(issue.articles), False, "", stored=True)
         fresh = select_now(app, session, issue, week)
