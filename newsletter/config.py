@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import time
 from pathlib import Path
 from typing import Any, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +24,8 @@ ENV_PREFIX = "NEWSLETTER_"
 # A short signing key can be guessed offline from any one signed link; 32 bytes cannot.
 MIN_SECRET_KEY_BYTES = 32
 NEW_KEY_ADVICE = 'make one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"`'
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOSES = re.compile(r"^([A-Za-z]+)\s+(\d{1,2}):(\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,21 @@ class NewsletterSettings:
     logo_width: int = 220
     tagline: str = "The week's essential reading on world affairs"
     website_url: str = ""
+    # When each issue's seven-day period closes, in `timezone`; the default gives ISO weeks.
+    issue_closes: str = "Monday 00:00"
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def closes(self) -> tuple[int, time]:
+        """`issue_closes` as (weekday, 0 for Monday; local time of day)."""
+        match = _CLOSES.match(self.issue_closes.strip())
+        day = match[1].casefold()[:3] if match else ""
+        if not match or day not in _WEEKDAYS or int(match[2]) > 23 or int(match[3]) > 59:
+            raise ValueError(self.issue_closes)
+        return _WEEKDAYS.index(day), time(int(match[2]), int(match[3]))
 
 
 @dataclass(frozen=True)
@@ -335,6 +350,13 @@ def _validate(settings: Settings) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(
             f"{src}: newsletter.timezone {settings.newsletter.timezone!r} is not a known time zone"
+        ) from None
+    try:
+        settings.newsletter.closes  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ConfigError(
+            f"{src}: newsletter.issue_closes {settings.newsletter.issue_closes!r} is not a "
+            'weekday and a time such as "Thursday 07:00"'
         ) from None
     if "@" not in settings.newsletter.sender:
         raise ConfigError(f"{src}: newsletter.from must contain an email address")

@@ -144,6 +144,7 @@ class Cli:
 
     env: dict[str, str]
     cwd: Path
+    clock: FixedClock | None = None  # the commands' clock; the system's when None
 
     def __call__(
         self, *args: str, input: str | None = None, env: Mapping[str, str] | None = None
@@ -158,6 +159,7 @@ class Cli:
                 input=input,
                 env={**self.env, **(env or {})},
                 catch_exceptions=False,
+                obj=self.clock,
             )
         finally:
             os.chdir(old)

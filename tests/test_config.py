@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,15 @@ def test_section_paths_must_name_configured_sections(tmp_path: Path, value: str)
     path.write_text(f"[feeds]\nsection_paths = {value}\n")
     with pytest.raises(ConfigError, match=r"feeds\.section_paths"):
         load_settings(path, environ={})
+
+
+def test_issue_closes_is_a_weekday_and_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={"NEWSLETTER_NEWSLETTER_ISSUE_CLOSES": "thu 7:00"})
+    assert settings.newsletter.closes == (3, time(7, 0))
+    assert load_settings(environ={}).newsletter.closes == (0, time(0, 0))
+    for wrong in ("Thursday", "Funday 07:00", "Thursday 25:00"):
+        with pytest.raises(ConfigError, match="issue_closes"):
+            load_settings(environ={"NEWSLETTER_NEWSLETTER_ISSUE_CLOSES": wrong})

@@ -225,6 +225,8 @@ class Issue(Base):
     built_at: Mapped[datetime | None]
     send_started_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
+    # Set by `issue approve`: the selection is frozen until an override or a new article.
+    approved_at: Mapped[datetime | None]
 
     articles: Mapped[list[IssueArticle]] = relationship(
         back_populates="issue",
@@ -257,6 +259,7 @@ class OverrideKind(enum.StrEnum):
     EXCLUDE = "exclude"
     INCLUDE = "include"
     MOVE = "move"
+    SECTION = "section"
 
 
 class Override(Base):
@@ -269,6 +272,7 @@ class Override(Base):
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
     kind: Mapped[OverrideKind] = mapped_column(_enum(OverrideKind, "override_kind"))
     position: Mapped[int | None]
+    section: Mapped[str] = mapped_column(String(100), default="", server_default="")
     created_at: Mapped[datetime]
 
     issue: Mapped[Issue] = relationship(back_populates="overrides")
