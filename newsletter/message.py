@@ -12,7 +12,7 @@ tests prove that the two give the same bytes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -28,10 +28,12 @@ from .mime import (
     POLICY_UTF8,
     Recipient,
     check_header_value,
+    serialise,
     to_value,
 )
 from .render import PersonalFields, personalise
 from .tokens import Tokens
+from .untrusted import person_name
 
 # Every header DKIM must cover (STANDARDS 17); those a message lacks are simply not signed.
 DKIM_HEADERS = (
@@ -172,8 +174,7 @@ class MessageFactory:
 
     def build(self, recipient: Recipient, now: datetime) -> Envelope:
         """The recipient's message, by substitution into the learned template when possible."""
-        check_header_value("recipient name", recipient.name)
-        check_header_value("recipient address", recipient.email)
+        recipient = _checked(recipient)
         if self._fast is None or not recipient.email.isascii():
             return self.build_reference(recipient, now)
         if self.dkim_key is not None:
@@ -183,8 +184,7 @@ class MessageFactory:
 
     def build_reference(self, recipient: Recipient, now: datetime) -> Envelope:
         """The recipient's message built entirely by the standard library."""
-        check_header_value("recipient name", recipient.name)
-        check_header_value("recipient address", recipient.email)
+        recipient = _checked(recipient)
         token = self.token(recipient)
         fields = self.personal_fields(recipient, token)
         return self._envelope(
@@ -233,8 +233,15 @@ class MessageFactory:
     def reference_bytes(
         self, recipient: Recipient, token: str, now: datetime, *, text: str, html: str
     ) -> bytes:
-        message = self._reference_message(recipient, token, now, text=text, html=html)
-        return message.as_bytes()
+        return serialise(self._reference_message(recipient, token, now, text=text, html=html))
+
+
+def _checked(recipient: Recipient) -> Recipient:
+    """The recipient with the name cleaned as at every intake: names stored before that, or
+    written to the database by other means, are only text for people too."""
+    check_header_value("recipient address", recipient.email)
+    name = person_name(recipient.name)
+    return recipient if name == recipient.name else replace(recipient, name=name)
 
 
 def _digest(text: str) -> str:

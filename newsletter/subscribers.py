@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from .app import App
 from .db.models import Event, EventKind, Subscriber, SubscriberStatus
 from .errors import InputError, NotFoundError
+from .untrusted import person_name
 
 MAX_NAME = 200
 
@@ -37,7 +38,9 @@ def normalise_email(raw: str) -> str:
 
 
 def clean_name(raw: str) -> str:
-    name = " ".join(raw.split())
+    """A name as it arrives at any door (CSV import, `subscribers add`, the subscribe form),
+    made plain text for people; the message builder cleans it the same way again."""
+    name = person_name(raw)
     if len(name) > MAX_NAME:
         raise InputError(f"the name is longer than {MAX_NAME} characters")
     return name
