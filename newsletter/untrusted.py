@@ -1,10 +1,13 @@
 """Text that came from a stranger (a subscriber, a feed, a bounce report), made safe for
-where it goes: a display name for a mail header.
+where it goes: a display name for a mail header, or any text for the operator's terminal.
 
 A name is text for people. Whatever looks like an RFC 2047 encoded-word is decoded here, so
 that the email package, which decodes such words again when it writes a header, finds
 nothing left to decode; control characters (C0, DEL, C1), line breaks and the bidi controls
 that reorder what follows them are taken out; the email package then encodes what remains.
+
+A terminal runs control characters (ESC starts a command, BEL rings) and lets bidi controls
+turn a line around, so text shown there has those characters spelled out instead.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ _NAME_TABLE: dict[int, str | None] = {
     **{ord(ch): " " for ch in _LINE_SEPARATORS},
     **dict.fromkeys(map(ord, BIDI_CONTROLS)),
     **dict.fromkeys(_SURROGATES, "\ufffd"),
+}
+_TERMINAL_TABLE: dict[int, str] = {
+    code: ascii(chr(code))[1:-1]
+    for code in [*_CONTROLS, *map(ord, _LINE_SEPARATORS + "".join(BIDI_CONTROLS)), *_SURROGATES]
 }
 
 # An encoded-word, and a run of them: the blanks between two encoded-words are not text.
@@ -47,6 +54,13 @@ def person_name(raw: str) -> str:
             break
         text = decoded
     return _WORD_START.sub("?", " ".join(text.split()))
+
+
+def for_terminal(text: str) -> str:
+    """`text` with control characters, line breaks and bidi controls written as escapes
+    (`\\x1b`, `\\u202e`), so that printing it can neither command the terminal nor reorder
+    the line."""
+    return text.translate(_TERMINAL_TABLE)
 
 
 def _decode_run(run: re.Match[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..bounces import BounceReport, process_bounces
+from ..untrusted import for_terminal
 from .context import CliContext, pass_context
 from .root import main
 
@@ -29,7 +30,10 @@ def process(ctx: CliContext, source: str) -> None:
 
 def _print(report: BounceReport) -> None:
     for problem in report.problems:
-        click.echo(f"not processed: {problem.message}: {problem.reason}", err=True)
+        click.echo(
+            f"not processed: {for_terminal(problem.message)}: {for_terminal(problem.reason)}",
+            err=True,
+        )
     counts = report.outcomes
     click.echo(
         f"Read {report.messages} message(s): {counts['hard']} hard bounce(s), "

@@ -13,6 +13,7 @@ import click
 
 from ..db.models import OverrideKind
 from ..issues import OverrideReport, add_override, build_issue, show_issue
+from ..untrusted import for_terminal
 from ..weeks import Week
 from .context import CliContext, pass_context
 from .root import main
@@ -50,11 +51,11 @@ def build(ctx: CliContext, week: Week | None) -> None:
         f"HTML {report.html_bytes / 1024:.1f} KB."
     )
     if report.articles:
-        click.echo(f"Subject: {report.subject}")
+        click.echo(f"Subject: {for_terminal(report.subject)}")
     else:
         click.echo("No articles this week: `newsletter send` will refuse an empty issue.")
     for problem in report.problems:
-        click.echo(f"warning: {problem}", err=True)
+        click.echo(f"warning: {for_terminal(problem)}", err=True)
 
 
 @issue.command()
@@ -66,26 +67,30 @@ def show(ctx: CliContext, week: Week | None) -> None:
     built = f"built {view.built_at:%Y-%m-%d %H:%M} UTC" if view.built_at else "never built"
     click.echo(f"{view.week}  [{view.status.value}]  {built}")
     if view.subject:
-        click.echo(f"Subject: {view.subject}")
+        click.echo(f"Subject: {for_terminal(view.subject)}")
     if not view.articles:
         click.echo("No articles selected.")
     for row in view.articles:
         star = "*" if row.featured else " "
         click.echo(
-            f"{row.position:>3}. {star} [{row.article_id}] {row.section or '-'} / "
-            f"{row.kicker or '-'}  {row.published_at:%Y-%m-%d %H:%M}Z  {row.title}"
+            f"{row.position:>3}. {star} [{row.article_id}] {for_terminal(row.section or '-')} / "
+            f"{for_terminal(row.kicker or '-')}  {row.published_at:%Y-%m-%d %H:%M}Z  "
+            f"{for_terminal(row.title)}"
         )
     if view.overrides:
         click.echo("Overrides:")
     for override in view.overrides:
         where = f" to {override.position}" if override.position else ""
-        click.echo(f"  {override.kind.value}{where}: [{override.article_id}] {override.title}")
+        click.echo(
+            f"  {override.kind.value}{where}: [{override.article_id}] "
+            f"{for_terminal(override.title)}"
+        )
 
 
 def _print_override(report: OverrideReport) -> None:
     click.echo(
-        f"{report.kind.value}: [{report.article_id}] {report.title}. Rebuilt {report.build.week}: "
-        f"{report.build.articles} article(s)."
+        f"{report.kind.value}: [{report.article_id}] {for_terminal(report.title)}. "
+        f"Rebuilt {report.build.week}: {report.build.articles} article(s)."
     )
 
 

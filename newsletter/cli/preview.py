@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..preview import preview_issue
+from ..untrusted import for_terminal
 from ..weeks import Week
 from .context import CliContext, pass_context
 from .issue import issue, week_option
@@ -34,8 +35,8 @@ def preview(
     if output is None and open_it:
         suffix = ".txt" if text else ".html"
         output = Path(tempfile.gettempdir()) / f"newsletter-preview-{chosen}{suffix}"
-    if output is None:
-        click.echo(rendered, nl=False)
+    if output is None:  # for a terminal: the file keeps the feed's characters as they are
+        click.echo("\n".join(map(for_terminal, rendered.split("\n"))), nl=False)
         return
     output.write_text(rendered, encoding="utf-8")
     click.echo(f"Wrote the {'text part' if text else 'HTML'} of {chosen} to {output}", err=True)

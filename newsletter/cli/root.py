@@ -3,6 +3,11 @@
 Each command parses its options, calls one core function, prints the result, and leaves
 error reporting to `NewsletterGroup`, which turns our own errors into one line and an exit
 status (1, or 2 for usage errors).
+
+Text that came from a stranger (subscribers' names and addresses, feed titles, bounce
+reports, mail servers' replies, and error messages that quote any of them) is printed
+through `untrusted.for_terminal`, so that it can neither command the terminal nor reorder
+the line.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import NewsletterError, UsageError
+from ..untrusted import for_terminal
 from .context import CliContext
 
 
@@ -22,9 +28,9 @@ class NewsletterGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            raise click.UsageError(str(exc), ctx) from None
+            raise click.UsageError(for_terminal(str(exc)), ctx) from None
         except NewsletterError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(for_terminal(str(exc))) from None
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -23,6 +23,7 @@ from ..delivery import (
 )
 from ..errors import StateError, UsageError
 from ..issues import build_issue
+from ..untrusted import for_terminal
 from ..weeks import Week
 from .context import CliContext, pass_context
 from .issue import week_option
@@ -117,7 +118,7 @@ def _confirm(plan: SendPlan, resend_uncertain: bool) -> None:
     resuming = " (resuming)" if plan.status is not IssueStatus.DRAFT else ""
     extra = f", plus {plan.uncertain} uncertain" if resend_uncertain and plan.uncertain else ""
     click.echo(f"Issue:      {plan.week}{resuming}")
-    click.echo(f"Subject:    {plan.subject}")
+    click.echo(f"Subject:    {for_terminal(plan.subject)}")
     click.echo(f"Recipients: {plan.recipients}{extra}")
     click.confirm("Send it now?", abort=True)
 
@@ -167,7 +168,7 @@ def _finish(report: SendReport) -> None:
             f"deferred {report.deferred}, uncertain {report.uncertain}."
         )
     for reason, count in report.failed.items():
-        click.echo(f"  failed {count:>6}  {reason}")
+        click.echo(f"  failed {count:>6}  {for_terminal(reason)}")
     if report.uncertain:
         click.echo(
             f"{report.uncertain} message(s) may or may not have been delivered; "
@@ -176,6 +177,6 @@ def _finish(report: SendReport) -> None:
     if report.deferred:
         click.echo(f"{report.deferred} message(s) wait for a retry: run `newsletter send` again.")
     if report.error:
-        raise click.ClickException(report.error)
+        raise click.ClickException(for_terminal(report.error))
     if not report.complete:
         click.get_current_context().exit(1)

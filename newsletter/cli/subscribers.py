@@ -10,6 +10,7 @@ import click
 from ..db.models import SubscriberStatus
 from ..subscribers import add_address, listing, unsubscribe_address
 from ..subscribers_csv import ImportReport, export_csv, import_csv
+from ..untrusted import for_terminal
 from .context import CliContext, pass_context
 from .root import main
 
@@ -31,9 +32,9 @@ def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
 
 def _print_import(report: ImportReport) -> None:
     for notice in report.notices:
-        click.echo(f"Notice: {notice}", err=True)
+        click.echo(f"Notice: {for_terminal(notice)}", err=True)
     for line, reason in report.reasons:
-        click.echo(f"line {line}: {reason}", err=True)
+        click.echo(f"line {line}: {for_terminal(reason)}", err=True)
     if report.invalid > len(report.reasons):
         click.echo(f"... and {report.invalid - len(report.reasons)} more invalid rows", err=True)
     prefix = "Dry run, nothing written: " if report.dry_run else ""
@@ -49,9 +50,13 @@ def _print_import(report: ImportReport) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File.")
 @pass_context
 def export(ctx: CliContext, output: Path | None) -> None:
-    """Write all subscribers as CSV (to standard output without -o)."""
+    """Write all subscribers as CSV (to standard output without -o).
+
+    A file gets the values exactly as stored; on standard output, which usually ends at a
+    terminal, control and bidi characters are written as escapes (\\x1b, \\u202e).
+    """
     if output is None:
-        export_csv(ctx.app(), sys.stdout)
+        export_csv(ctx.app(), sys.stdout, terminal=True)
         return
     with open(output, "w", encoding="utf-8", newline="") as handle:
         count = export_csv(ctx.app(), handle)
@@ -66,12 +71,13 @@ def add(ctx: CliContext, email: str, name: str) -> None:
     """Add one subscriber, active (an unsubscribed or bounced one stays so)."""
     change = add_address(ctx.app(), email, name)
     subscriber = change.subscriber
+    shown = for_terminal(subscriber.email)
     if subscriber.status.suppressed:
-        click.echo(f"{subscriber.email} is {subscriber.status.value}; left unchanged.")
+        click.echo(f"{shown} is {subscriber.status.value}; left unchanged.")
     elif change.changed:
-        click.echo(f"{subscriber.email} is {subscriber.status.value}.")
+        click.echo(f"{shown} is {subscriber.status.value}.")
     else:
-        click.echo(f"{subscriber.email} was already {subscriber.status.value}.")
+        click.echo(f"{shown} was already {subscriber.status.value}.")
 
 
 @subscribers.command()
@@ -79,10 +85,11 @@ def add(ctx: CliContext, email: str, name: str) -> None:
 @pass_context
 def unsubscribe(ctx: CliContext, email: str) -> None:
     """Unsubscribe one address."""
+    shown = for_terminal(email.strip())
     if unsubscribe_address(ctx.app(), email):
-        click.echo(f"Unsubscribed {email.strip()}.")
+        click.echo(f"Unsubscribed {shown}.")
     else:
-        click.echo(f"{email.strip()} was not subscribed; nothing changed.")
+        click.echo(f"{shown} was not subscribed; nothing changed.")
 
 
 @subscribers.command("list")
@@ -98,9 +105,9 @@ def list_(ctx: CliContext, status: str | None) -> None:
     click.echo(f"{'EMAIL':40} {'NAME':28} {'STATUS':12} SUBSCRIBED")
     count = 0
     for row in rows:
+        email, name = for_terminal(row.email), for_terminal(row.name)
         click.echo(
-            f"{row.email[:40]:40} {row.name[:28]:28} {row.status.value:12} "
-            f"{row.subscribed_at:%Y-%m-%d}"
+            f"{email[:40]:40} {name[:28]:28} {row.status.value:12} {row.subscribed_at:%Y-%m-%d}"
         )
         count += 1
     click.echo(f"{count} subscriber(s)", err=True)
