@@ -65,14 +65,14 @@ class ToHeader(UniqueAddressHeader):
     name: str  # from BaseHeader, which the registry mixes in
 
     def fold(self, *, policy: Any) -> str:
-        folded = str(super().fold(policy=policy))  # type: ignore[misc]  # BaseHeader's
-        if len(self.addresses) != 1:
-            return folded
-        address = self.addresses[0]
-        quoted = not _SPECIALS.isdisjoint(address.display_name)
-        if not quoted or len(f"{self.name}: {address}") <= policy.max_line_length:
-            return folded
-        return fold_encoded_name(self.name, address.display_name, address.addr_spec, policy.linesep)
+        if len(self.addresses) == 1:
+            address = self.addresses[0]
+            quoted = not _SPECIALS.isdisjoint(address.display_name)
+            if quoted and len(f"{self.name}: {address}") > policy.max_line_length:
+                return fold_encoded_name(
+                    self.name, address.display_name, address.addr_spec, policy.linesep
+                )
+        return str(super().fold(policy=policy))  # type: ignore[misc]  # BaseHeader's
 
 
 def fold_encoded_name(name: str, display_name: str, addr_spec: str, linesep: str = CRLF) -> str:
