@@ -11,7 +11,8 @@ from newsletter.bounces.reports import neutralise
 from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
 from newsletter.db.models import SubscriberStatus
-from newsletter.subscribers.csv import ImportReport, export_csv, import_csv
+from newsletter.subscribers.csv import ImportReport, import_csv
+from newsletter.subscribers.export import export_csv
 from newsletter.subscribers.rules import Suppression, add_address, listing, unsubscribe_address
 
 
@@ -28,9 +29,14 @@ def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
     """Import subscribers from a CSV file (email, name, status, subscribed_at)."""
     report = import_csv(ctx.app(), file, dry_run=dry_run)
     _print_import(report)
+    if not report.valid:
+        raise click.ClickException(f"{file}: no valid row; nothing was imported")
 
 
 def _print_import(report: ImportReport) -> None:
+    click.echo(f"Read as {report.encoding}.", err=True)
+    if report.mapped:
+        click.echo(f"Columns: {', '.join(report.mapped)}.", err=True)
     for notice in report.notices:
         click.echo(f"Notice: {notice}", err=True)
     for line, reason in report.reasons:
