@@ -194,11 +194,14 @@ def test_cli_add_unsubscribe_list_export(cli: Cli, tmp_path: Path) -> None:
     assert "ana@example.org" in listed.output
     assert cli("subscribers", "unsubscribe", "ana@example.org").output.startswith("Unsubscribed")
     assert "nothing changed" in cli("subscribers", "unsubscribe", "ana@example.org").output
-    readd = cli("subscribers", "add", "ana@example.org")
+    readd = cli("subscribers", "add", "ana@example.org", "--name", "Someone Else")
     assert "unsubscribed; left unchanged" in readd.output
     out = tmp_path / "out.csv"
     assert cli("subscribers", "export", "-o", str(out)).exit_code == 0
     assert "ana@example.org,Ana,unsubscribed" in out.read_text()
+    dash = cli("subscribers", "export", "-o", "-")
+    assert "ana@example.org,Ana,unsubscribed" in dash.output
+    assert not (tmp_path / "-").exists()
     bad = cli("subscribers", "add", "not an address")
     assert bad.exit_code == 1
     assert "not a valid address" in bad.output

@@ -53,11 +53,16 @@ def _print_import(report: ImportReport) -> None:
 
 
 @subscribers.command()
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="File (- for standard output).",
+)
 @pass_context
 def export(ctx: CliContext, output: Path | None) -> None:
-    """Write all subscribers as CSV (to standard output without -o)."""
-    if output is None:
+    """Write all subscribers as CSV (to standard output without -o, or with -o -)."""
+    if output is None or str(output) == "-":
         export_csv(ctx.app(), sys.stdout)
         return
     with open(output, "w", encoding="utf-8", newline="") as handle:
