@@ -25,6 +25,7 @@ from newsletter.errors import NewsletterError, UsageError
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "articles": (("articles",), "Read the publication's feeds and look at the stored articles."),
     "bounces": (("bounces",), "Read bounce reports, complaints and mailto unsubscribes."),
+    "db": (("db",), "Move the stored data to another database."),
     "demo": (
         ("demo",),
         "Run init, import, fetch, build and send on example data, into an outbox folder.",
