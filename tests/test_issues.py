@@ -196,8 +196,13 @@ def test_cli_build_show_and_overrides(cli: Cli) -> None:
     lines = shown.stdout.splitlines()
     assert lines[0].startswith("2024-W47  [draft]")
     third = next(line for line in lines if line.lstrip().startswith("3."))
-    assert "* [" in third
+    assert third.split()[:2] == ["3.", "*"]
     assert "undersea cables" in third
+    # In the publication's zone, as `articles list` shows it, and the zone said once.
+    assert "Sun 2024-11-24 23:30" in third
+    assert "Z " not in shown.stdout
+    assert "UTC" not in shown.stdout
+    assert "Times are America/New_York." in lines
     assert "Overrides:" in lines
 
 

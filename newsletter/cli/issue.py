@@ -13,6 +13,7 @@ import click
 
 from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
+from newsletter.cli.tables import plain, print_table, when
 from newsletter.db.models import OverrideKind
 from newsletter.issue.build import OverrideReport, add_override, build_issue, show_issue
 from newsletter.issue.periods import Week
@@ -63,23 +64,37 @@ def build(ctx: CliContext, week: Week | None) -> None:
 def show(ctx: CliContext, week: Week | None) -> None:
     """The selection, in order, with the editors' overrides."""
     view = show_issue(ctx.app(), week)
-    built = f"built {view.built_at:%Y-%m-%d %H:%M} UTC" if view.built_at else "never built"
+    zone = ctx.settings.newsletter.zone
+    built = f"built {when(view.built_at, zone)}" if view.built_at else "never built"
     click.echo(f"{view.week}  [{view.status.value}]  {built}")
     if view.subject:
-        click.echo(f"Subject: {view.subject}")
+        click.echo(f"Subject: {plain(view.subject)}")
     if not view.articles:
         click.echo("No articles selected.")
-    for row in view.articles:
-        star = "*" if row.featured else " "
-        click.echo(
-            f"{row.position:>3}. {star} [{row.article_id}] {row.section or '-'} / "
-            f"{row.kicker or '-'}  {row.published_at:%Y-%m-%d %H:%M}Z  {row.title}"
+    else:
+        print_table(
+            ("#", "", "ID", "SECTION", "KICKER", "PUBLISHED", "TITLE"),
+            (
+                (
+                    f"{row.position}.",
+                    "*" if row.featured else "",
+                    str(row.article_id),
+                    row.section or "-",
+                    row.kicker or "-",
+                    when(row.published_at, zone),
+                    row.title,
+                )
+                for row in view.articles
+            ),
+            zone=zone,
         )
     if view.overrides:
         click.echo("Overrides:")
     for override in view.overrides:
         where = f" to {override.position}" if override.position else ""
-        click.echo(f"  {override.kind.value}{where}: [{override.article_id}] {override.title}")
+        click.echo(
+            f"  {override.kind.value}{where}: [{override.article_id}] {plain(override.title)}"
+        )
 
 
 def _print_override(report: OverrideReport) -> None:
