@@ -144,15 +144,6 @@ def test_byte_order_marks_decide(
     assert _held(app)["zoe@example.fr"][0] == "Zoé 田中"
 
 
-def test_a_file_without_one_valid_row_fails(cli: Cli, tmp_path: Path) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text("email,name\nnot an address,A\nnor this,B\n", encoding="utf-8")
-    result = cli("subscribers", "import", str(path))
-    assert result.exit_code == 1
-    assert "no valid row; nothing was imported" in result.output
-    assert "Traceback" not in result.output
-
-
 def test_an_exported_list_reads_back_unchanged(cli: Cli, app: App, tmp_path: Path) -> None:
     """The formula escaping is undone exactly and every column is read."""
     add_address(app, "-lead@example.org", "=SUM(A1)")
@@ -198,7 +189,8 @@ _SUBSCRIBER = st.fixed_dictionaries(
         "unsubscribed_at": st.none() | _MOMENT,
         "consent_source": st.sampled_from(["web", "cli", "import", "=cmd", "-x", "'@x"]),
         "consent_ip": st.sampled_from(["", "192.0.2.1", "2001:db8::1", "@evil"]),
-        "consent_text": _TEXT.map(lambda t: t[:40]),
+        # A digest of the wording in practice; any printable text holds too.
+        "consent_text": st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40),
     }
 )
 

@@ -11,6 +11,7 @@ from newsletter.bounces.reports import neutralise
 from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
 from newsletter.db.models import SubscriberStatus
+from newsletter.errors import InputError
 from newsletter.subscribers.csv import ImportReport, import_csv
 from newsletter.subscribers.export import export_csv
 from newsletter.subscribers.rules import Suppression, add_address, listing, unsubscribe_address
@@ -30,7 +31,8 @@ def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
     report = import_csv(ctx.app(), file, dry_run=dry_run)
     _print_import(report)
     if not report.valid:
-        raise click.ClickException(f"{file}: no valid row; nothing was imported")
+        # A file of rejected rows is most likely the wrong file: a script must notice.
+        raise InputError(f"{file}: no valid row was found; nothing was imported")
 
 
 def _print_import(report: ImportReport) -> None:

@@ -45,14 +45,15 @@ class ImportReport:
     encoding: str = ""
     mapped: list[str] = field(default_factory=list)
 
+    @property
+    def valid(self) -> int:
+        """Rows that named a subscriber, whatever became of them."""
+        return self.added + self.updated + self.unchanged + self.suppressed + self.merged
+
     def reject(self, line: int, reason: str) -> None:
         self.invalid += 1
         if len(self.reasons) < MAX_REASONS:
             self.reasons.append((line, reason))
-
-    @property
-    def valid(self) -> int:
-        return self.added + self.updated + self.unchanged + self.suppressed + self.merged
 
 
 def import_csv(app: Roster, path: Path, *, dry_run: bool = False) -> ImportReport:
