@@ -10,13 +10,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from rich.cells import cell_len
+from sqlalchemy import func, select, update
 
 from newsletter import __version__
 from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.config import Settings
 from newsletter.db.models import Article, Feed, Issue, IssueArticle, IssueStatus
+from newsletter.db.session import make_engine
 from newsletter.feeds.fetch import Fetched, HttpFetcher, Validators
 from newsletter.feeds.store import fetch_sources
 from newsletter.issue.listing import list_articles
@@ -342,8 +344,42 @@ def test_cli_fetch_and_list(cli: Cli) -> None:
     listing = cli("articles", "list", "--week", "2024-W47")
     assert listing.exit_code == 0
     lines = listing.output.strip().splitlines()
-    assert len(lines) == 11
-    assert "Sun 2024-11-24 23:30" in lines[0]
+    assert lines[0].split() == ["ID", "PUBLISHED", "SECTION", "KICKER", "TITLE", "URL"]
+    rows = [line for line in lines if "https://" in line]
+    assert len(rows) == 11
+    assert "Sun 2024-11-24 23:30" in rows[0]
+    assert lines[-1] == "Times are America/New_York."
+
+
+def test_cli_list_keeps_its_columns_whatever_the_text(cli: Cli, tmp_path: Path) -> None:
+    """Wide characters, a long kicker and a title carrying terminal controls."""
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(
+        rss(
+            ("a", "https://example.org/a", "田中さんの長い記事の題名", "A"),
+            ("b", "https://example.org/b", "Plain title", "B"),
+        )
+    )
+    assert cli("articles", "fetch", str(feed)).exit_code == 0
+    engine = make_engine(cli.env["NEWSLETTER_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(update(Article).values(kicker="An unusually long kicker for one column"))
+        conn.execute(
+            update(Article)
+            .where(Article.guid == "b")
+            .values(title="Plain \u202egnp.exe\x1b[2J title")
+        )
+    engine.dispose()
+    listing = cli("articles", "list", "--week", "2024-W47")
+    assert listing.exit_code == 0, listing.output
+    assert "\u202e" not in listing.output
+    assert "\x1b" not in listing.output
+    lines = listing.output.splitlines()
+    rows = [line for line in lines if "https://" in line]
+    assert len(rows) == 2
+    starts = {cell_len(line[: line.index("https://")]) for line in rows}
+    assert len(starts) == 1, rows  # the URL column starts at one place on every row
+    assert cell_len(lines[0][: lines[0].index("URL")]) in starts
 
 
 def test_cli_fetch_exits_1_when_a_feed_fails_but_stores_the_others(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import threading
 from collections import Counter
@@ -28,7 +29,7 @@ from newsletter.db.models import (
     SubscriberStatus,
 )
 from newsletter.delivery.send import Progress, SendOptions, dry_run, send_issue, send_test
-from newsletter.errors import StateError
+from newsletter.errors import DeliveryError, StateError
 from newsletter.feeds.store import fetch_sources
 from newsletter.issue.build import build_issue
 from newsletter.issue.periods import Week
@@ -342,6 +343,24 @@ def test_outbox_transport_writes_one_eml_per_recipient(
     files = sorted(p.name for p in (tmp_path / "outbox").glob("*.eml"))
     assert files == sorted(outbox_name(e) for e in emails)
     assert statuses(app) == {DeliveryStatus.SENT: 4}
+    app.close()
+
+
+def test_an_unreachable_server_is_reported_with_its_hint_once(
+    settings: Settings, clock: FixedClock
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    changed = replace(
+        settings,
+        delivery=replace(settings.delivery, transport=f"smtp://127.0.0.1:{port}", timeout=5),
+    )
+    app = built(App.create(changed, clock=clock))
+    subscribe(app, 2)
+    report = send_issue(app, WEEK, SendOptions(rate=0, connections=1))
+    assert "cannot open an SMTP session" in report.error
+    assert report.error.count(DeliveryError.hint) == 1, report.error
     app.close()
 
 

@@ -307,8 +307,8 @@ def test_with_the_cleaning_switched_off_the_serialised_check_still_refuses(
 ) -> None:
     """Defence in depth: the header check does not rely on the names being clean, in the
     standard library's message, in the fast path's copy and in the confirmation."""
-    monkeypatch.setattr("newsletter.message.person_name", lambda name: name)
-    monkeypatch.setattr("newsletter.confirmation.person_name", lambda name: name)
+    monkeypatch.setattr("newsletter.mail.message.person_name", lambda name: name)
+    monkeypatch.setattr("newsletter.mail.confirmation.person_name", lambda name: name)
     for name in (INJECTION, "=?utf-8?q?Ann=0ABcc:_evil@example.net?=", "=?utf-8?q?Ann=0D?="):
         recipient = Recipient(3, "jane@example.org", name)
         with pytest.raises(HeaderInjectionError):

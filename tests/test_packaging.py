@@ -73,3 +73,21 @@ def test_installed_package_runs_the_demo_outside_the_checkout(
     )
     emails = list((tmp_path / "demo").rglob("*.eml"))
     assert len(emails) == 23  # the example list's active subscribers
+
+
+def test_what_normal_use_leaves_behind_is_ignored_by_git() -> None:
+    left = [
+        "newsletter.db",
+        "newsletter.db-wal",
+        "newsletter.db-shm",
+        "newsletter.db.send-lock",
+        "newsletter-demo/outbox/1.eml",
+    ]
+    result = subprocess.run(
+        ["git", "check-ignore", "--no-index", *left],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert sorted(result.stdout.split()) == sorted(left), result.stderr

@@ -7,6 +7,7 @@ import click
 from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.issue import week_option
 from newsletter.cli.root import main
+from newsletter.cli.tables import print_table, when
 from newsletter.errors import UsageError
 from newsletter.feeds.store import FeedReport, fetch_sources
 from newsletter.issue.listing import list_articles
@@ -63,10 +64,19 @@ def list_command(ctx: CliContext, week: Week | None) -> None:
     zone = ctx.settings.newsletter.zone
     if not rows:
         click.echo(f"No articles published in {chosen}.")
-    for row in rows:
-        local = row.published_at.astimezone(zone)
-        section, kicker = for_terminal(row.section or "-"), for_terminal(row.kicker or "-")
-        click.echo(
-            f"{row.id:>5}  {local:%a %Y-%m-%d %H:%M}  {section:<13} {kicker:<9} "
-            f"{for_terminal(row.title)}  <{for_terminal(row.url)}>"
-        )
+        return
+    print_table(
+        ("ID", "PUBLISHED", "SECTION", "KICKER", "TITLE", "URL"),
+        (
+            (
+                str(r.id),
+                when(r.published_at, zone),
+                r.section or "-",
+                r.kicker or "-",
+                r.title,
+                r.url,
+            )
+            for r in rows
+        ),
+        zone=zone,
+    )

@@ -13,6 +13,7 @@ import click
 
 from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
+from newsletter.cli.tables import print_table, when
 from newsletter.db.models import OverrideKind
 from newsletter.issue.build import (
     BuildReport,
@@ -96,13 +97,14 @@ def build(ctx: CliContext, week: Week | None) -> None:
 def show(ctx: CliContext, week: Week | None) -> None:
     """The selection, in order, with the overrides and what was left out and why."""
     view = show_issue(ctx.app(), week)
-    built = f"built {view.built_at:%Y-%m-%d %H:%M} UTC" if view.built_at else "never built"
+    zone = ctx.settings.newsletter.zone
+    built = f"built {when(view.built_at, zone)}" if view.built_at else "never built"
     click.echo(f"{view.week}  [{view.status.value}]  {built}")
     if view.period:
         start, end = view.period
-        click.echo(f"Period: {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
+        click.echo(f"Period: {when(start, zone)} to {when(end, zone)} ({zone.key})")
     if view.approved_at:
-        click.echo(f"Approved {view.approved_at:%Y-%m-%d %H:%M} UTC")
+        click.echo(f"Approved {when(view.approved_at, zone)}")
     if view.withdrawn:
         click.echo(f"The approval is withdrawn: {view.withdrawn}; `newsletter send` re-selects.")
     if view.new_since_build:
@@ -111,13 +113,22 @@ def show(ctx: CliContext, week: Week | None) -> None:
         click.echo(f"Subject: {for_terminal(view.subject)}")
     if not view.articles:
         click.echo("No articles selected.")
-    for row in view.articles:
-        star = "*" if row.featured else " "
-        late = "  (late)" if row.late else ""
-        click.echo(
-            f"{row.position:>3}. {star} [{row.article_id}] {for_terminal(row.section) or '-'} / "
-            f"{for_terminal(row.kicker) or '-'}  {row.published_at:%Y-%m-%d %H:%M}Z  "
-            f"{for_terminal(row.title)}{late}"
+    else:
+        print_table(
+            ("#", "", "ID", "SECTION", "KICKER", "PUBLISHED", "TITLE"),
+            (
+                (
+                    f"{row.position}.",
+                    "*" if row.featured else "",
+                    str(row.article_id),
+                    row.section or "-",
+                    row.kicker or "-",
+                    when(row.published_at, zone),
+                    row.title + ("  (late)" if row.late else ""),
+                )
+                for row in view.articles
+            ),
+            zone=zone,
         )
     if view.overrides:
         click.echo("Overrides:")

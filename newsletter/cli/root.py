@@ -31,6 +31,7 @@ from newsletter.untrusted import for_terminal
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "articles": (("articles",), "Read the publication's feeds and look at the stored articles."),
     "bounces": (("bounces",), "Read bounce reports, complaints and mailto unsubscribes."),
+    "db": (("db",), "Move the stored data to another database."),
     "demo": (
         ("demo",),
         "Run init, import, fetch, build and send on example data, into an outbox folder.",

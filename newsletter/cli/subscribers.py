@@ -12,7 +12,8 @@ from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
 from newsletter.db.models import SubscriberStatus
 from newsletter.errors import InputError
-from newsletter.subscribers.csv import ImportReport, export_csv, import_csv
+from newsletter.subscribers.csv import ImportReport, import_csv
+from newsletter.subscribers.export import export_csv
 from newsletter.subscribers.rules import Suppression, add_address, listing, unsubscribe_address
 from newsletter.untrusted import for_terminal
 
@@ -36,6 +37,9 @@ def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
 
 
 def _print_import(report: ImportReport) -> None:
+    click.echo(f"Read as {report.encoding}.", err=True)
+    if report.mapped:
+        click.echo(f"Columns: {', '.join(report.mapped)}.", err=True)
     for notice in report.notices:
         click.echo(f"Notice: {for_terminal(notice)}", err=True)
     for line, reason in report.reasons:
@@ -52,15 +56,20 @@ def _print_import(report: ImportReport) -> None:
 
 
 @subscribers.command()
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="File (- for standard output).",
+)
 @pass_context
 def export(ctx: CliContext, output: Path | None) -> None:
-    """Write all subscribers as CSV (to standard output without -o).
+    """Write all subscribers as CSV (to standard output without -o, or with -o -).
 
     A file gets the values exactly as stored; on standard output, which usually ends at a
     terminal, control and bidi characters are written as escapes (\\x1b, \\u202e).
     """
-    if output is None:
+    if output is None or str(output) == "-":
         export_csv(ctx.app(), sys.stdout, terminal=True)
         return
     with open(output, "w", encoding="utf-8", newline="") as handle:

@@ -230,7 +230,7 @@ class SendWorkers:
             except ServerUnavailable as exc:
                 unreachable += 1
                 if unreachable > CONNECT_RETRIES:
-                    raise DeliveryError(str(exc)) from None
+                    raise DeliveryError(exc.message) from None  # its own hint, once
                 self.app.clock.sleep(2.0**unreachable)
 
     def _send_batch(self, lane: _Lane, batch: list[Claimed]) -> None:

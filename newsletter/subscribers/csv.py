@@ -1,9 +1,10 @@
-"""Subscriber lists in and out as CSV.
+"""Subscriber lists in from CSV: ours, or another tool's export.
 
 Import streams the file in batches, so a million rows need little memory, and applies it as
 one transaction: a file that cannot be read to the end changes nothing. Rows that are wrong
 are reported with their line numbers and skipped; the rest go in. An address that the
-database holds as unsubscribed or bounced stays so, whatever the file says.
+database holds as unsubscribed or bounced stays so, whatever the file says, and the consent
+record of an address already held is never rewritten by a file.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from io import BufferedReader
+from datetime import datetime
+from io import TextIOWrapper
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, insert, literal, select, update
@@ -22,22 +23,12 @@ from sqlalchemy.orm import Session
 
 from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
 from newsletter.errors import InputError
-from newsletter.subscribers.rules import Roster, clean_name, list_subscribers, normalise_email
-from newsletter.untrusted import for_terminal
+from newsletter.subscribers.columns import Columns, Row, parse_row, resolve
+from newsletter.subscribers.encoding import Encoding, detect
+from newsletter.subscribers.rules import Roster
 
 BATCH = 2000
 MAX_REASONS = 1000  # invalid rows listed one by one; beyond this only counted
-IMPORTABLE = {"active", "unsubscribed", "bounced"}
-COLUMNS = ("email", "name", "status", "subscribed_at")
-EXPORT_COLUMNS = (
-    "email",
-    "name",
-    "status",
-    "subscribed_at",
-    "confirmed_at",
-    "unsubscribed_at",
-    "consent_source",
-)
 
 
 @dataclass
@@ -51,6 +42,8 @@ class ImportReport:
     reasons: list[tuple[int, str]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     dry_run: bool = False
+    encoding: str = ""
+    mapped: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> int:
@@ -63,15 +56,6 @@ class ImportReport:
             self.reasons.append((line, reason))
 
 
-@dataclass(frozen=True)
-class Row:
-    line: int
-    email: str
-    name: str | None
-    status: SubscriberStatus
-    subscribed_at: datetime | None
-
-
 def import_csv(app: Roster, path: Path, *, dry_run: bool = False) -> ImportReport:
     report = ImportReport(dry_run=dry_run)
     zone = app.settings.newsletter.zone
@@ -80,10 +64,19 @@ def import_csv(app: Roster, path: Path, *, dry_run: bool = False) -> ImportRepor
         handle = open(path, "rb")  # noqa: SIM115 - closed below, after streaming
     except OSError as exc:
         raise InputError(f"{path}: cannot open: {exc.strerror}") from None
-    with handle, app.sessions() as session:
+    try:
+        encoding = detect(handle, path)
+    except BaseException:
+        handle.close()
+        raise
+    report.encoding = encoding.label
+    # Split at line feeds only: a bare carriage return is the csv module's to refuse.
+    text = TextIOWrapper(handle, encoding.codec, errors="surrogateescape", newline="\n")
+    with text, app.sessions() as session:
         session.begin()
         try:
-            rows = _rows(_decoded_lines(handle, path), path, zone, report)
+            lines = _decoded_lines(text, path, encoding)
+            rows = _rows(lines, path, zone, report, check=not encoding.clean)
             for batch in _batches(_merge_duplicates(rows, report)):
                 _apply(session, batch, now, report)
         except BaseException:
@@ -96,25 +89,33 @@ def import_csv(app: Roster, path: Path, *, dry_run: bool = False) -> ImportRepor
     return report
 
 
-def _decoded_lines(handle: BufferedReader, path: Path) -> Iterator[str]:
-    """Lines as text; a line that is not UTF-8 is passed on marked, to be reported by number."""
-    if b"\0" in handle.peek(8192)[:8192]:
-        raise InputError(f"{path}: this is a binary file, not a CSV text file")
-    for number, raw in enumerate(handle):
-        if b"\0" in raw:
-            raise InputError(f"{path}: this is a binary file, not a CSV text file")
-        line = raw.removeprefix(b"\xef\xbb\xbf") if number == 0 else raw
-        yield line.decode("utf-8", errors="surrogateescape")
+def _decoded_lines(text: TextIOWrapper, path: Path, encoding: Encoding) -> Iterator[str]:
+    """Lines as text; bytes that do not decode are passed on marked, to be reported by line
+    number."""
+    try:
+        for line in text:
+            if "\0" in line:
+                raise InputError(f"{path}: this is a binary file, not a CSV text file")
+            yield line
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: cannot be read as {encoding.label}: {exc.reason}") from None
 
 
-def _rows(lines: Iterator[str], path: Path, zone: ZoneInfo, report: ImportReport) -> Iterator[Row]:
+def _rows(
+    lines: Iterator[str], path: Path, zone: ZoneInfo, report: ImportReport, *, check: bool
+) -> Iterator[Row]:
     header_line = next(lines, None)
     if header_line is None or not header_line.strip():
         raise InputError(f"{path}: the file is empty", hint="the first line must be a header")
-    delimiter, header = _read_header(header_line, path)
-    extra = [name for name in header if name not in COLUMNS]
-    if extra:
-        report.notices.append(f"ignored column(s): {', '.join(extra)}")
+    if _has_surrogates(header_line):
+        raise InputError(
+            f"{path}: the header cannot be read as {report.encoding}",
+            hint="save the file as UTF-8",
+        )
+    delimiter, columns = _read_header(header_line, path)
+    report.mapped = columns.mapped
+    if columns.ignored:
+        report.notices.append(f"ignored column(s): {', '.join(columns.ignored)}")
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     reader_line = 1
     while True:
@@ -132,22 +133,22 @@ def _rows(lines: Iterator[str], path: Path, zone: ZoneInfo, report: ImportReport
         if not any(v.strip() for v in values):
             continue
         try:
-            yield _parse_row(line, dict(zip(header, values, strict=False)), zone)
+            if check and any(_has_surrogates(v) for v in values):
+                raise InputError(f"not valid {report.encoding} (save the file as UTF-8)")
+            yield parse_row(line, values, columns, zone)
         except InputError as exc:
             report.reject(line, exc.message)
 
 
-def _read_header(line: str, path: Path) -> tuple[str, list[str]]:
-    if _has_surrogates(line):
-        raise InputError(f"{path}: the header is not UTF-8", hint="save the file as UTF-8")
+def _read_header(line: str, path: Path) -> tuple[str, Columns]:
     for delimiter in (",", ";", "\t"):
         try:
             cells = next(csv.reader([line], delimiter=delimiter, strict=True))
         except csv.Error as exc:
             raise InputError(f"{path}, line 1: {_csv_problem(exc)}") from None
-        header = [h.strip().lower() for h in cells]
-        if "email" in header:
-            return delimiter, header
+        columns = resolve(cells)
+        if columns is not None:
+            return delimiter, columns
     if "@" in line:
         raise InputError(
             f"{path}: the first line looks like an address, not a header",
@@ -169,31 +170,6 @@ def _csv_problem(exc: csv.Error) -> str:
 
 def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
-
-
-def _parse_row(line: int, record: dict[str, str], zone: ZoneInfo) -> Row:
-    if any(_has_surrogates(v) for v in record.values()):
-        raise InputError("not valid UTF-8 (save the file as UTF-8)")
-    email = normalise_email(record.get("email", ""))
-    raw_name = record.get("name")
-    name = clean_name(raw_name) if raw_name is not None else None
-    raw_status = (record.get("status") or "active").strip().lower()
-    if raw_status not in IMPORTABLE:
-        raise InputError(f"status {raw_status[:40]!r} is not one of active, unsubscribed, bounced")
-    return Row(line, email, name, SubscriberStatus(raw_status), _parse_time(record, zone))
-
-
-def _parse_time(record: dict[str, str], zone: ZoneInfo) -> datetime | None:
-    raw = (record.get("subscribed_at") or "").strip()
-    if not raw:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InputError(f"subscribed_at {raw[:40]!r} is not an ISO 8601 date") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
 
 
 def _merge_duplicates(rows: Iterable[Row], report: ImportReport) -> Iterator[Row]:
@@ -234,7 +210,10 @@ def _apply(session: Session, batch: list[Row], now: datetime, report: ImportRepo
             report.added += 1
             continue
         if current.status.suppressed:
-            report.suppressed += 1
+            if row.status is current.status:
+                report.unchanged += 1
+            else:
+                report.suppressed += 1
             continue
         changes = _changes(current, row, now)
         if not changes:
@@ -288,6 +267,9 @@ def _insert_new(session: Session, rows: list[dict[str, Any]], now: datetime) -> 
 
 
 def _new_subscriber(row: Row, now: datetime) -> dict[str, Any]:
+    """A column the file has is taken as written, even empty; one it lacks gets what an
+    import means: consent by import, confirmed or suppressed now."""
+    given, consent = row.given, row.consent
     return {
         "email": row.email,
         "name": row.name or "",
@@ -295,11 +277,15 @@ def _new_subscriber(row: Row, now: datetime) -> dict[str, Any]:
         "subscribed_at": row.subscribed_at or now,
         "created_at": now,
         "updated_at": now,
-        "confirmed_at": now if row.status is SubscriberStatus.ACTIVE else None,
-        "unsubscribed_at": now if row.status.suppressed else None,
-        "consent_source": "import",
-        "consent_ip": "",
-        "consent_text": "",
+        "confirmed_at": row.confirmed_at
+        if "confirmed_at" in given
+        else (now if row.status is SubscriberStatus.ACTIVE else None),
+        "unsubscribed_at": row.unsubscribed_at
+        if "unsubscribed_at" in given
+        else (now if row.status.suppressed else None),
+        "consent_source": consent.get("consent_source", "import"),
+        "consent_ip": consent.get("consent_ip", ""),
+        "consent_text": consent.get("consent_text", ""),
         "soft_bounces": 0,
         "last_confirmation_sent_at": None,
     }
@@ -309,12 +295,13 @@ def _changes(current: Subscriber, row: Row, now: datetime) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if row.name and row.name != current.name:
         changes["name"] = row.name
-    if row.status is not current.status:
+    # A file's `pending` never takes back a confirmation.
+    if row.status is not current.status and row.status is not SubscriberStatus.PENDING:
         changes["status"] = row.status
         if row.status is SubscriberStatus.ACTIVE:
-            changes["confirmed_at"] = now
+            changes["confirmed_at"] = row.confirmed_at or now
         else:
-            changes["unsubscribed_at"] = now
+            changes["unsubscribed_at"] = row.unsubscribed_at or now
     if row.subscribed_at is not None and row.subscribed_at != current.subscribed_at:
         changes["subscribed_at"] = row.subscribed_at
     if changes:
@@ -332,40 +319,3 @@ def _event(subscriber_id: int, kind: EventKind, at: datetime) -> dict[str, Any]:
         "issue_id": None,
         "dedupe_key": None,
     }
-
-
-def export_csv(app: Roster, out: IO[str], *, terminal: bool = False) -> int:
-    """Write every subscriber; cells a spreadsheet would run as a formula are defused.
-
-    The values are written as stored, so that a file imports again as it was; with
-    `terminal`, for output that a terminal will show, control and bidi characters in them
-    are written as escapes instead.
-    """
-    shown = for_terminal if terminal else str
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
-    count = 0
-    with app.sessions() as session:
-        for s in list_subscribers(session):
-            writer.writerow(
-                [
-                    _cell(shown(s.email)),
-                    _cell(shown(s.name)),
-                    s.status.value,
-                    _iso(s.subscribed_at),
-                    _iso(s.confirmed_at),
-                    _iso(s.unsubscribed_at),
-                    _cell(shown(s.consent_source)),
-                ]
-            )
-            count += 1
-    return count
-
-
-def _iso(moment: datetime | None) -> str:
-    return moment.isoformat(timespec="seconds") if moment else ""
-
-
-def _cell(value: str) -> str:
-    # OWASP's advice for CSV injection: a leading quote makes the cell plain text.
-    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -208,6 +208,8 @@ def add(session: Session, email: str, *, name: str, at: datetime, source: str = 
             True,
         )
     changed = False
+    if existing.status.suppressed:  # left as it is, name included: nothing to say it changed
+        return Change(existing, changed)
     if name and clean_name(name) != existing.name:
         existing.name = clean_name(name)
         existing.updated_at = at
