@@ -96,6 +96,21 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class TrackingSettings:
+    clicks: str = "off"  # off | aggregate | per-reader
+    opens: bool = False
+    retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class IssueSettings:
+    most_read: int = 0
+
+
+CLICK_MODES = ("off", "aggregate", "per-reader")
+
+
+@dataclass(frozen=True)
 class Secrets:
     """Read from the environment only; never printed or stored."""
 
@@ -112,6 +127,8 @@ class Settings:
     feeds: FeedSettings = field(default_factory=FeedSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     web: WebSettings = field(default_factory=WebSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    issue: IssueSettings = field(default_factory=IssueSettings)
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "built-in defaults"
     base_dir: Path = field(default_factory=Path.cwd)
@@ -133,6 +150,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "feeds": FeedSettings,
     "delivery": DeliverySettings,
     "web": WebSettings,
+    "tracking": TrackingSettings,
+    "issue": IssueSettings,
 }
 
 
@@ -253,6 +272,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{src}: delivery.connections must be at least 1")
     if settings.feeds.max_articles < 1:
         raise ConfigError(f"{src}: feeds.max_articles must be at least 1")
+    if settings.tracking.clicks not in CLICK_MODES:
+        raise ConfigError(
+            f"{src}: tracking.clicks must be one of {', '.join(CLICK_MODES)}, "
+            f"not {settings.tracking.clicks!r}"
+        )
     if settings.secrets.dkim_private_key_path and not (
         settings.delivery.dkim_selector and settings.delivery.dkim_domain
     ):

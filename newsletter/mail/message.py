@@ -32,6 +32,7 @@ from newsletter.mail.headers import (
     to_value,
 )
 from newsletter.mail.tokens import Tokens
+from newsletter.tracking.tokens import ClickTokens
 
 # Every header DKIM must cover (STANDARDS 17); those a message lacks are simply not signed.
 DKIM_HEADERS = (
@@ -129,6 +130,11 @@ class MessageFactory:
         self.from_address = _single_address(news.sender)
         self.domain = self.from_address.rpartition("@")[2]
         self.base_url = news.base_url.rstrip("/")
+        self.clicks = (
+            ClickTokens.from_settings(settings)
+            if settings.tracking.clicks == "per-reader"
+            else None
+        )
         self.boundary = "=_nl_" + _digest(f"{settings.list_id}:{issue.issue_id}:boundary")[:24]
         self._fast = FastTemplate.learn(self)
 
@@ -142,6 +148,9 @@ class MessageFactory:
             unsubscribe_url=f"{self.base_url}/u/{token}",
             email=recipient.email,
             name=recipient.name,
+            reader=self.clicks.reader(self.issue.week, recipient.subscriber_id or 0)
+            if self.clicks is not None
+            else "",
         )
 
     def token(self, recipient: Recipient) -> str:
