@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "init": (("database",), "Create the database, or migrate it to the current schema."),
     "issue": (("issue", "preview"), "Build, review and adjust the week's issue."),
+    "report": (
+        ("report",),
+        "An issue's report as one HTML page: deliveries, clicks per article, list growth.",
+    ),
     "send": (
         ("sending",),
         "Send (or resume sending) the week's issue to all active subscribers.",
