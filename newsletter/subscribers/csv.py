@@ -9,7 +9,7 @@ database holds as unsubscribed or bounced stays so, whatever the file says.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from io import BufferedReader
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
 from newsletter.errors import InputError
+from newsletter.subscribers.forgotten import forgotten_among
 from newsletter.subscribers.rules import Roster, clean_name, list_subscribers, normalise_email
 
 BATCH = 2000
@@ -79,7 +80,7 @@ def import_csv(app: Roster, path: Path, *, dry_run: bool = False) -> ImportRepor
         try:
             rows = _rows(_decoded_lines(handle, path), path, zone, report)
             for batch in _batches(_merge_duplicates(rows, report)):
-                _apply(session, batch, now, report)
+                _apply(session, batch, now, report, app.settings.secrets.secret_keys)
         except BaseException:
             session.rollback()
             raise
@@ -212,17 +213,26 @@ def _batches(rows: Iterable[Row]) -> Iterator[list[Row]]:
         yield batch
 
 
-def _apply(session: Session, batch: list[Row], now: datetime, report: ImportReport) -> None:
+def _apply(
+    session: Session, batch: list[Row], now: datetime, report: ImportReport, keys: Sequence[str]
+) -> None:
     existing = {
         s.email: s
         for s in session.scalars(
             select(Subscriber).where(Subscriber.email.in_([r.email for r in batch]))
         )
     }
+    erased = forgotten_among(session, keys, (r.email for r in batch if r.email not in existing))
     new_rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for row in batch:
         current = existing.get(row.email)
+        if current is None and row.email in erased:
+            report.suppressed += 1
+            report.notices.append(
+                f"line {row.line}: skipped: the address was erased at its owner's request"
+            )
+            continue
         if current is None:
             new_rows.append(_new_subscriber(row, now))
             report.added += 1
