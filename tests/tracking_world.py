@@ -76,8 +76,8 @@ def served(app: App) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
+        server.task_dispatcher.shutdown()  # lets requests in service finish first
         server.close()
-        server.task_dispatcher.shutdown()
         thread.join(timeout=10)
         for channel in list(server._map.values()):  # keep-alive connections still open
             channel.close()

@@ -18,13 +18,17 @@ import jinja2
 import matplotlib
 from markupsafe import Markup
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from newsletter.tracking.opens import UNRELIABLE
 from newsletter.tracking.report import IssueReport
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PAGE = "report/report.html.j2"
-LABEL_CHARS = 48
+# (class, figure width in inches, characters of a title kept): one drawing for wide screens
+# and one for phones, where the wide one's text would shrink below reading size; the page's
+# CSS shows one of them.
+LAYOUTS = (("wide", 8.0, 48), ("narrow", 4.4, 22))
 HUMAN, MACHINE = "#1f5f99", "#c9a227"
 STYLE: dict[Any, Any] = {
     "svg.fonttype": "path",  # text as outlines: the same on every screen, no markup inside
@@ -50,67 +54,77 @@ def render_page(report: IssueReport) -> str:
         # it still has the title as written.
         warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
         charts = {
-            "deliveries": _deliveries(report),
-            "clicks": _clicks(report),
-            "growth": _growth(report),
+            name: Markup("\n").join(
+                draw(report, width, chars, f"chart {kind}", f"chart-{name}")
+                for kind, width, chars in LAYOUTS
+            )
+            for name, draw in (
+                ("deliveries", _deliveries),
+                ("clicks", _clicks),
+                ("growth", _growth),
+            )
         }
     return env.get_template(PAGE).render(report=report, charts=charts, opens_note=UNRELIABLE)
 
 
-def _deliveries(report: IssueReport) -> Markup:
+def _deliveries(report: IssueReport, width: float, chars: int, css: str, label: str) -> Markup:
     labels = list(report.deliveries)
     values = list(report.deliveries.values())
-    figure = _figure(len(labels))
+    figure = _figure(width, len(labels))
     axes = figure.subplots()
     bars = axes.barh(labels, values, color=HUMAN)
     axes.invert_yaxis()
     axes.set_xlabel("messages")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.bar_label(bars, padding=3)
-    return _svg(figure, "chart-deliveries")
+    return _svg(figure, css, label)
 
 
-def _clicks(report: IssueReport) -> Markup:
+def _clicks(report: IssueReport, width: float, chars: int, css: str, label: str) -> Markup:
     rows = report.articles
-    labels = [_short(row.title) for row in rows] or ["(no articles)"]
+    labels = [f"{n}. {_short(row.title, chars)}" for n, row in enumerate(rows, 1)]
+    labels = labels or ["(no articles)"]
     human = [row.human for row in rows] or [0]
     machine = [row.machine for row in rows] or [0]
-    figure = _figure(len(labels))
+    figure = _figure(width, len(labels))
     axes = figure.subplots()
     axes.barh(labels, human, color=HUMAN, label="people")
     axes.barh(labels, machine, left=human, color=MACHINE, label="machines")
     axes.invert_yaxis()
     axes.set_xlabel("clicks")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend(loc="lower right", frameon=False)
-    return _svg(figure, "chart-clicks")
+    return _svg(figure, css, label)
 
 
-def _growth(report: IssueReport) -> Markup:
-    weeks = [row.week[2:] for row in report.growth]
-    figure = Figure(figsize=(8, 3.4))
+def _growth(report: IssueReport, width: float, chars: int, css: str, label: str) -> Markup:
+    weeks = [row.week[5:] for row in report.growth]
+    figure = Figure(figsize=(width, 3.4))
     axes = figure.subplots()
-    for values, label, colour in (
+    for values, series, colour in (
         ([row.added for row in report.growth], "added", HUMAN),
         ([row.unsubscribed for row in report.growth], "unsubscribed", MACHINE),
         ([row.bounced for row in report.growth], "bounced", "#8c2d19"),
     ):
-        axes.plot(weeks, values, marker="o", label=label, color=colour)
+        axes.plot(weeks, values, marker="o", label=series, color=colour)
     axes.set_ylabel("subscribers")
     axes.set_ylim(bottom=0)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.tick_params(axis="x", labelrotation=45)
     axes.legend(frameon=False)
-    return _svg(figure, "chart-growth")
+    return _svg(figure, css, label)
 
 
-def _figure(bars: int) -> Figure:
-    return Figure(figsize=(8, 1.2 + 0.38 * max(bars, 1)))
+def _figure(width: float, bars: int) -> Figure:
+    return Figure(figsize=(width, 1.2 + 0.38 * max(bars, 1)))
 
 
-def _short(title: str) -> str:
+def _short(title: str, chars: int) -> str:
     title = " ".join("".join(ch for ch in title if ch.isprintable()).split())
-    return title if len(title) <= LABEL_CHARS else title[: LABEL_CHARS - 1] + "\u2026"
+    return title if len(title) <= chars else title[: chars - 1] + "\u2026"
 
 
-def _svg(figure: Figure, label: str) -> Markup:
+def _svg(figure: Figure, css: str, label: str) -> Markup:
     """The figure as an inline <svg> that scales to its container (its viewBox is kept)."""
     figure.tight_layout()
     out = io.StringIO()
@@ -119,5 +133,5 @@ def _svg(figure: Figure, label: str) -> Markup:
     svg = svg[svg.index("<svg") :]
     opening, rest = svg.split(">", 1)
     opening = _SIZE.sub("", opening)
-    tag = f'{opening} class="chart" role="img" aria-labelledby="{label}">'
+    tag = f'{opening} class="{css}" role="img" aria-labelledby="{label}">'
     return Markup(tag + rest)  # noqa: S704 - matplotlib's own SVG; titles are drawn as paths
