@@ -16,7 +16,7 @@ from newsletter.config import Settings
 from newsletter.db.models import Base
 from newsletter.web.endpoints import create_app
 from tests.conftest import SECRET_KEY, Cli
-from tests.tracking_world import BROWSER, send_week, tracking_app
+from tests.tracking_world import BROWSER, send_week, settle, tracking_app
 
 READERS = ["ann@example.org", "bob@example.org"]
 
@@ -37,6 +37,7 @@ def history(tracked: App, clock: FixedClock) -> App:
     for path in copies[0].paths()[:2]:
         client.get(path, headers={"User-Agent": BROWSER})
         clock.advance(60)
+    settle(client.application)
     return tracked
 
 

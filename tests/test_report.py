@@ -21,7 +21,7 @@ from newsletter.tracking.page import render_page
 from newsletter.tracking.retention import purge
 from newsletter.web.endpoints import create_app
 from tests.conftest import Cli
-from tests.tracking_world import BROWSER, WEEK, Copy, send_week, tracking_app
+from tests.tracking_world import BROWSER, WEEK, Copy, send_week, settle, tracking_app
 
 READERS = ["ann@example.org", "bob@example.org", "cyd@example.org"]
 
@@ -35,6 +35,7 @@ def clicks(app: App, copies: list[Copy], clock: FixedClock) -> FlaskClient:
         clock.advance(30)
     client.get(copies[0].paths()[0], headers={"User-Agent": BROWSER})
     client.head(copies[0].paths()[2], headers={"User-Agent": BROWSER})
+    settle(client.application)
     return client
 
 

@@ -18,7 +18,7 @@ from newsletter.db.models import Article, Base, ClickCount, ClickEvent, Delivery
 from newsletter.tracking.tokens import ClickTokens
 from newsletter.web.endpoints import create_app
 from tests.conftest import SECRET_KEY
-from tests.tracking_world import BROWSER, WEEK, send_week, tracking_app
+from tests.tracking_world import BROWSER, WEEK, send_week, settle, tracking_app
 
 READERS = ["ann@example.org", "bob@example.org"]
 
@@ -32,7 +32,9 @@ def tracked(request: pytest.FixtureRequest, settings: Settings, clock: FixedCloc
 
 
 def click(client: FlaskClient, path: str, agent: str = BROWSER, **kw: Any) -> TestResponse:
-    return client.get(path, headers={"User-Agent": agent}, **kw)
+    response = client.get(path, headers={"User-Agent": agent}, **kw)
+    settle(client.application)
+    return response
 
 
 def counts(app: App) -> dict[int, dict[str, int]]:
@@ -104,6 +106,7 @@ def test_machine_clicks_are_told_apart(tracked: App, clock: FixedClock) -> None:
     assert click(client, first, environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 302
     clock.advance(600)
     head = client.head(first, headers={"User-Agent": BROWSER})
+    settle(client.application)
     assert head.status_code == 302
     scanner = "Mozilla/5.0 (compatible; Barracuda Sentinel (EE))"
     assert click(client, first, agent=scanner).status_code == 302

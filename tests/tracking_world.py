@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from flask import Flask
 from waitress import create_server
 
 from newsletter.app import App
@@ -67,15 +68,22 @@ def send_week(app: App, readers: list[str], week: Week = WEEK) -> list[Copy]:
     return sorted(copies, key=lambda c: c.to)
 
 
+def settle(web: Flask) -> None:
+    """Wait until the clicks the application has answered are counted."""
+    web.extensions["newsletter.clicks"].flush()
+
+
 @contextmanager
 def served(app: App) -> Iterator[str]:
     """The web application under waitress on 127.0.0.1, as `newsletter serve` runs it."""
-    server: Any = create_server(create_app(app), host="127.0.0.1", port=0, threads=4)
+    web = create_app(app)
+    server: Any = create_server(web, host="127.0.0.1", port=0, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
+        settle(web)
         server.task_dispatcher.shutdown()  # lets requests in service finish first
         server.close()
         thread.join(timeout=10)

@@ -16,10 +16,15 @@ counted as a machine's when any of these gives it away:
 A flood from one address stops being counted after `FLOOD.hits` clicks an hour, and is still
 redirected. Rate-limit keys are keyed hashes (see `subscribers.throttle`'s table), kept two
 days at most.
+
+`resolve` runs in the request and costs a signature check and, once a minute per link, one
+read; `count` runs later, for many clicks in one transaction (see `recorder`), so the reader
+is redirected without waiting for any write.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -100,6 +105,54 @@ class Click:
     ip: str
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A click to be counted, with what the request knew."""
+
+    issue_id: int
+    week: str
+    started: datetime | None  # when the issue's send began
+    article_id: int
+    subscriber_id: int  # 0: nobody named
+    method: str
+    user_agent: str
+    ip: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class _Link:
+    url: str
+    issue_id: int
+    started: datetime | None
+    countable: bool
+
+
+class Links:
+    """Where each (week, article) leads, read from the database at most once a minute."""
+
+    TTL = 60.0
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, int], _Link | None] = {}
+        self._seen: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
+
+    def get(self, app: Runtime, week: str, article_id: int) -> _Link | None:
+        key = (week, article_id)
+        now = app.clock.monotonic()
+        with self._lock:
+            if key in self._known and now - self._seen[key] < self.TTL:
+                return self._known[key]
+        link = _read_link(app, week, article_id)
+        with self._lock:
+            if len(self._known) > 10_000:  # tokens are signed, so only real links get here
+                self._known.clear()
+                self._seen.clear()
+            self._known[key], self._seen[key] = link, now
+        return link
+
+
 def is_scanner(user_agent: str) -> bool:
     agent = user_agent.strip().lower()
     return not agent or any(fragment in agent for fragment in SCANNER_AGENTS)
@@ -110,8 +163,10 @@ def home_page(app: Runtime) -> str:
     return site.website_url or site.base_url.rstrip("/") + "/"
 
 
-def follow(app: Runtime, tokens: ClickTokens, limiter: Limiter, click: Click) -> str | None:
-    """Where the link leads (None: nowhere, it is not one of ours), after counting it."""
+def resolve(
+    app: Runtime, tokens: ClickTokens, links: Links, click: Click
+) -> tuple[str, Pending | None] | None:
+    """Where the link leads and the click to count, if any; None: it is not one of ours."""
     try:
         week, article_id = tokens.read_article(click.token)
         subscriber_id = 0
@@ -121,59 +176,65 @@ def follow(app: Runtime, tokens: ClickTokens, limiter: Limiter, click: Click) ->
                 return None
     except InvalidClick:
         return None
-    now = app.clock.now()
+    link = links.get(app, week, article_id)
+    if link is None:
+        return None
+    if not link.url:
+        return home_page(app), None
+    if not link.countable or app.settings.tracking.clicks == "off":
+        return link.url, None
+    pending = Pending(
+        issue_id=link.issue_id,
+        week=week,
+        started=link.started,
+        article_id=article_id,
+        subscriber_id=subscriber_id,
+        method=click.method,
+        user_agent=click.user_agent,
+        ip=click.ip,
+        at=app.clock.now(),
+    )
+    return link.url, pending
+
+
+def _read_link(app: Runtime, week: str, article_id: int) -> _Link | None:
     with app.transaction() as session:
         issue = session.scalars(select(Issue).where(Issue.week == week)).one_or_none()
         if issue is None:
             return None
         article = session.get(Article, article_id)
-        if article is None:
-            return home_page(app)
-        if _countable(app, session, issue, article_id):
-            _count(
-                app,
-                session,
-                limiter,
-                issue=issue,
-                ids=(article_id, subscriber_id),
-                click=click,
-                now=now,
+        carried = session.scalar(
+            select(IssueArticle.id).where(
+                IssueArticle.issue_id == issue.id, IssueArticle.article_id == article_id
             )
-        return article.url
-
-
-def _countable(app: Runtime, session: Session, issue: Issue, article_id: int) -> bool:
-    if app.settings.tracking.clicks == "off" or issue.status is IssueStatus.DRAFT:
-        return False
-    carried = session.scalar(
-        select(IssueArticle.id).where(
-            IssueArticle.issue_id == issue.id, IssueArticle.article_id == article_id
         )
-    )
-    return carried is not None
+        return _Link(
+            url=article.url if article is not None else "",
+            issue_id=issue.id,
+            started=issue.send_started_at,
+            countable=carried is not None and issue.status is not IssueStatus.DRAFT,
+        )
 
 
-def _count(
-    app: Runtime,
-    session: Session,
-    limiter: Limiter,
-    *,
-    issue: Issue,
-    ids: tuple[int, int],
-    click: Click,
-    now: datetime,
-) -> None:
-    article_id, subscriber_id = ids
-    if not limiter(session, FLOOD, click.ip, now=now):
+def count(app: Runtime, limiter: Limiter, clicks: list[Pending]) -> None:
+    """Count clicks, oldest first, in one transaction."""
+    with app.transaction() as session:
+        for click in clicks:
+            _count(app, session, limiter, click)
+
+
+def _count(app: Runtime, session: Session, limiter: Limiter, click: Pending) -> None:
+    if not limiter(session, FLOOD, click.ip, now=click.at):
         return
+    subscriber_id = click.subscriber_id
     per_reader = app.settings.tracking.clicks == "per-reader" and subscriber_id > 0
     if per_reader and session.get(Subscriber, subscriber_id) is None:
         per_reader = False  # forgotten since: count the click, name nobody
-    delivered = issue.send_started_at
+    delivered = click.started
     if per_reader:
         delivered = session.scalar(
             select(Delivery.sent_at).where(
-                Delivery.issue_id == issue.id, Delivery.subscriber_id == subscriber_id
+                Delivery.issue_id == click.issue_id, Delivery.subscriber_id == subscriber_id
             )
         )
     reason = ""
@@ -181,25 +242,26 @@ def _count(
         reason = "head"
     elif is_scanner(click.user_agent):
         reason = "scanner"
-    elif delivered is not None and now - delivered < EARLY:
+    elif delivered is not None and click.at - delivered < EARLY:
         reason = "early"
     else:
         who = f"r{subscriber_id}" if per_reader else f"ip{click.ip}"
-        if not limiter(session, _BURST_LIMIT, f"{issue.week}:{who}", now=now):
+        if not limiter(session, _BURST_LIMIT, f"{click.week}:{who}", now=click.at):
             reason = "burst"
             if per_reader:
-                _recount_burst(session, issue.id, subscriber_id, now)
-    counts.add(session, issue.id, article_id, reason or "human")
+                _recount_burst(session, click.issue_id, subscriber_id, click.at)
+    counts.add(session, click.issue_id, click.article_id, reason or "human")
     if per_reader:
         session.add(
             ClickEvent(
-                issue_id=issue.id,
-                article_id=article_id,
+                issue_id=click.issue_id,
+                article_id=click.article_id,
                 subscriber_id=subscriber_id,
-                at=now,
+                at=click.at,
                 reason=reason,
             )
         )
+        session.flush()
 
 
 def _recount_burst(session: Session, issue_id: int, subscriber_id: int, now: datetime) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from newsletter.app import App
 from newsletter.subscribers import throttle
 from newsletter.tracking import clicks, opens
+from newsletter.tracking.recorder import Recorder
 from newsletter.tracking.tokens import ClickTokens
 
 # The smallest transparent GIF.
@@ -26,6 +27,8 @@ class TrackingViews:
         self.app = app
         self.tokens = ClickTokens(app.settings.secrets.secret_keys, app.settings.list_id)
         self.secret = app.settings.secrets.secret_keys[0]
+        self.links = clicks.Links()
+        self.recorder = Recorder(app, self.limiter)
 
     def limiter(self, session: Session, limit: clicks.Limit, value: str, *, now: datetime) -> bool:
         shared = throttle.Limit(limit.name, limit.hits, limit.window)
@@ -34,10 +37,10 @@ class TrackingViews:
 
     def click(self, token: str, reader: str = "") -> flask.Response:
         request = flask.request
-        target = clicks.follow(
+        found = clicks.resolve(
             self.app,
             self.tokens,
-            self.limiter,
+            self.links,
             clicks.Click(
                 token=token,
                 reader=reader,
@@ -46,8 +49,11 @@ class TrackingViews:
                 ip=request.remote_addr or "",
             ),
         )
-        if target is None:
+        if found is None:
             flask.abort(404)
+        target, pending = found
+        if pending is not None:
+            self.recorder.record(pending)
         response = flask.Response(status=302)
         response.headers["Location"] = target
         return response
@@ -60,7 +66,10 @@ class TrackingViews:
 
 
 def register(web: flask.Flask, app: App) -> None:
+    """Add the routes; `web.extensions["newsletter.clicks"]` is the click recorder, whose
+    `flush` waits for the clicks queued so far to be counted."""
     views = TrackingViews(app)
+    web.extensions["newsletter.clicks"] = views.recorder
     for rule in ("/c/<token>", "/c/<token>/", "/c/<token>/<reader>"):
         web.add_url_rule(rule, view_func=views.click, methods=["GET"])
     web.add_url_rule("/o/<token>.gif", view_func=views.opened, methods=["GET"])
