@@ -3,6 +3,7 @@ from people, and what a link that is not ours gets."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,16 @@ from werkzeug.test import TestResponse
 from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.config import Settings
-from newsletter.db.models import Article, Base, ClickCount, ClickEvent, Delivery, IssueArticle
+from newsletter.db.models import (
+    Article,
+    Base,
+    ClickCount,
+    ClickEvent,
+    Delivery,
+    Issue,
+    IssueArticle,
+    OpenCount,
+)
 from newsletter.tracking.tokens import ClickTokens
 from newsletter.web.endpoints import create_app
 from tests.conftest import SECRET_KEY
@@ -211,3 +221,25 @@ def test_a_get_changes_no_subscription(tracked: App, clock: FixedClock) -> None:
         click(client, path)
     with tracked.engine.connect() as conn:
         assert conn.execute(text("SELECT * FROM subscribers ORDER BY id")).all() == before
+
+
+def test_opens_are_counted_per_issue_and_only_when_asked(
+    settings: Settings, clock: FixedClock
+) -> None:
+    app = tracking_app(settings, clock, opens=True)
+    try:
+        send_week(app, READERS)
+        with app.transaction() as session:
+            html = session.scalars(select(Issue.html)).one()
+            web_html = session.scalars(select(Issue.web_html)).one()
+        pixel = re.search(r'<img src="https://news\.example\.org(/o/[^"]+)"', html)
+        assert pixel is not None
+        assert "/o/" not in web_html
+        client = create_app(app).test_client()
+        assert client.get(pixel[1]).status_code == 200
+        assert client.head(pixel[1]).status_code == 200
+        assert client.get(pixel[1][:-8] + ".gif").status_code == 404
+        with app.transaction() as session:
+            assert session.scalars(select(OpenCount.opens)).all() == [1]
+    finally:
+        app.close()

@@ -23,6 +23,7 @@ from newsletter.issue.periods import Week
 from newsletter.issue.render import GMAIL_CLIP_BYTES, IssueContent, Teaser, render_issue
 from newsletter.issue.selection import Candidate, Decision, Selected, select_articles
 from newsletter.runtime import Runtime
+from newsletter.tracking.most_read import most_read
 
 
 # Overrides of the same group replace each other: the newest decision about an article wins.
@@ -204,6 +205,7 @@ def _build(app: Editing, session: Session, issue: Issue, week: Week) -> BuildRep
     content = IssueContent(
         week=week,
         teasers=tuple(_teaser(articles[item.article_id], item.featured) for item in selection),
+        most_read=_most_read(app, session, issue, week),
     )
     rendered = render_issue(content, app.settings, app.templates_dirs)
     if rendered.html_bytes > GMAIL_CLIP_BYTES:
@@ -268,6 +270,23 @@ def _select(
         max_articles=app.settings.feeds.max_articles,
     )
     return selection, articles
+
+
+def _most_read(app: Editing, session: Session, issue: Issue, week: Week) -> tuple[Teaser, ...]:
+    """Last issue's most-clicked articles, less those the editor excluded from this one."""
+    wanted = app.settings.issue.most_read
+    if not wanted or app.settings.tracking.clicks == "off":
+        return ()
+    excluded = set(
+        session.scalars(
+            select(Override.article_id).where(
+                Override.issue_id == issue.id, Override.kind == OverrideKind.EXCLUDE
+            )
+        )
+    )
+    ranked = most_read(session, str(week), wanted + len(excluded))
+    kept = [article_id for article_id in ranked if article_id not in excluded][:wanted]
+    return tuple(_teaser(session.get_one(Article, article_id), False) for article_id in kept)
 
 
 def _candidate(article: Article) -> Candidate:

@@ -76,6 +76,7 @@ class Teaser:
 class IssueContent:
     week: Week
     teasers: tuple[Teaser, ...]
+    most_read: tuple[Teaser, ...] = ()  # "Most read last week", at the top
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def render_issue(
         html=html,
         text=text,
         web_html=web_html,
-        problems=audit(sample),
+        problems=(*audit(sample), *_most_read_problem(settings)),
         html_bytes=len(html.encode("utf-8")),
     )
 
@@ -288,10 +289,20 @@ def _context(
             "subscribe": f"{base}/subscribe",
         },
         "recipient": recipient,
+        "most_read": content.most_read,
         # Tracked addresses go in the email only, never in the web edition.
         "tracked": {} if recipient is None else _tracked(content, settings),
         "per_reader": settings.tracking.clicks == "per-reader",
     }
+
+
+def _most_read_problem(settings: Settings) -> tuple[str, ...]:
+    if settings.issue.most_read and settings.tracking.clicks == "off":
+        return (
+            "[issue] most_read is set but [tracking] clicks is off: "
+            "there are no clicks to rank, so the issue has no 'Most read last week'",
+        )
+    return ()
 
 
 def _with_pixel(html: str, pixel: str) -> str:
