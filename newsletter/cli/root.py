@@ -75,6 +75,14 @@ class NewsletterGroup(click.Group):
             raise click.UsageError(str(exc), ctx) from None
         except NewsletterError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            # Imported only on this path: `--help` must not load the database layer.
+            from newsletter.db.session import operator_error  # noqa: PLC0415
+
+            error = operator_error(exc)
+            if error is None:
+                raise
+            raise click.ClickException(str(error)) from None
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,6 +13,7 @@ from newsletter.bounces.reports import neutralise
 from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
 from newsletter.db.models import SubscriberStatus
+from newsletter.errors import InputError
 from newsletter.subscribers import privacy
 from newsletter.subscribers.csv import ImportReport, export_csv, import_csv
 from newsletter.subscribers.rules import Suppression, add_address, listing, unsubscribe_address
@@ -31,6 +32,9 @@ def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
     """Import subscribers from a CSV file (email, name, status, subscribed_at)."""
     report = import_csv(ctx.app(), file, dry_run=dry_run)
     _print_import(report)
+    if not report.valid:
+        # A file of rejected rows is most likely the wrong file: a script must notice.
+        raise InputError(f"{file}: no valid row was found; nothing was imported")
 
 
 def _print_import(report: ImportReport) -> None:
