@@ -126,3 +126,20 @@ def test_report_before_any_send_is_one_line(cli: Cli) -> None:
     result = cli("report")
     assert result.exit_code == 1
     assert "no issue has been sent yet" in result.output
+
+
+def test_stats_and_report_runs_delete_expired_events(
+    tracked: App, clock: FixedClock, cli: Cli
+) -> None:
+    copies = send_week(tracked, READERS)
+    clicks(tracked, copies, clock)  # in 2024: long past the 90 days, by the command's clock
+
+    def events() -> int:
+        with tracked.transaction() as session:
+            return session.scalar(select(func.count()).select_from(ClickEvent)) or 0
+
+    assert events() == 5
+    assert cli("stats", env={"NEWSLETTER_TRACKING_RETENTION_DAYS": "100000"}).exit_code == 0
+    assert events() == 5
+    assert cli("stats").exit_code == 0
+    assert events() == 0
