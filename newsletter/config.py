@@ -117,6 +117,21 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class TrackingSettings:
+    clicks: str = "off"  # off | aggregate | per-reader
+    opens: bool = False
+    retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class IssueSettings:
+    most_read: int = 0
+
+
+CLICK_MODES = ("off", "aggregate", "per-reader")
+
+
+@dataclass(frozen=True)
 class Secrets:
     """Read from the environment only; never printed or stored."""
 
@@ -133,6 +148,8 @@ class Settings:
     feeds: FeedSettings = field(default_factory=FeedSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     web: WebSettings = field(default_factory=WebSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    issue: IssueSettings = field(default_factory=IssueSettings)
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "built-in defaults"
     base_dir: Path = field(default_factory=Path.cwd)
@@ -154,6 +171,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "feeds": FeedSettings,
     "delivery": DeliverySettings,
     "web": WebSettings,
+    "tracking": TrackingSettings,
+    "issue": IssueSettings,
 }
 
 
@@ -254,6 +273,7 @@ _RANGES: dict[tuple[str, str], _Range] = {
     ("delivery", "soft_bounce_limit"): _AT_LEAST_1,
     ("web", "port"): _Range(1, 65535),
     ("web", "confirm_hours"): _AT_LEAST_1,
+    ("tracking", "retention_days"): _AT_LEAST_1,
 }
 
 
@@ -369,6 +389,11 @@ def _validate(settings: Settings) -> None:
                 f"{src}: feeds.section_paths {prefix!r} = {section!r}: the prefix must start "
                 "with / and the section must be one of feeds.sections"
             )
+    if settings.tracking.clicks not in CLICK_MODES:
+        raise ConfigError(
+            f"{src}: tracking.clicks must be one of {', '.join(CLICK_MODES)}, "
+            f"not {settings.tracking.clicks!r}"
+        )
     if settings.secrets.dkim_private_key_path and not (
         settings.delivery.dkim_selector and settings.delivery.dkim_domain
     ):

@@ -12,6 +12,7 @@ from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
 from newsletter.delivery.stats import IssueStats, StatsReport, stats_report
 from newsletter.issue.periods import Week
+from newsletter.tracking.retention import purge
 from newsletter.untrusted import for_terminal
 
 
@@ -28,6 +29,7 @@ from newsletter.untrusted import for_terminal
 @pass_context
 def stats(ctx: CliContext, week: str | None, weeks: int, as_json: bool) -> None:
     """Per issue: recipients, sent, failed, deferred, bounced, unsubscribed; and list growth."""
+    purge(ctx.app())
     report = stats_report(ctx.app(), Week.parse(week) if week else None, weeks)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(report), default=_iso, indent=2))

@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "init": (("database",), "Create the database, or migrate it to the current schema."),
     "issue": (("issue", "preview"), "Build, review, adjust and approve the next issue."),
     "send": (("sending",), "Send (or resume sending) an issue to all active subscribers."),
+    "report": (
+        ("report",),
+        "An issue's report as one HTML page: deliveries, clicks per article, list growth.",
+    ),
     "serve": (("web",), "Serve unsubscribe, subscribe, confirm and the archive until interrupted."),
     "stats": (
         ("reports",),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -12,6 +14,7 @@ from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
 from newsletter.db.models import SubscriberStatus
 from newsletter.errors import InputError
+from newsletter.subscribers import privacy
 from newsletter.subscribers.csv import ImportReport, import_csv
 from newsletter.subscribers.export import export_csv
 from newsletter.subscribers.rules import Suppression, add_address, listing, unsubscribe_address
@@ -159,3 +162,50 @@ def list_(ctx: CliContext, status: str | None) -> None:
         )
         count += 1
     click.echo(f"{count} subscriber(s)", err=True)
+
+
+@subscribers.command()
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_context
+def show(ctx: CliContext, email: str, as_json: bool) -> None:
+    """Everything held about one address: consent, history, deliveries, clicks."""
+    data = privacy.held(ctx.app(), email)
+    if as_json:
+        click.echo(json.dumps(data, default=_iso, indent=2))
+        return
+    if data["erased"]:
+        click.echo(f"{data['email']}: erased; only a keyed hash of the address is kept.")
+        return
+    click.echo("Consent record:")
+    for key, value in data["record"].items():
+        click.echo(f"  {key:16} {neutralise(str(_iso(value) if value is not None else '-'))}")
+    for title, rows in (
+        ("Status history", data["events"]),
+        ("Deliveries", data["deliveries"]),
+        ("Clicks", data["clicks"]),
+    ):
+        click.echo(f"{title}: {len(rows) or 'none'}")
+        for row in rows:
+            cells = (str(_iso(v)) for v in row.values() if v not in (None, "", {}))
+            click.echo("  " + neutralise("  ".join(cells)))
+
+
+def _iso(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+@subscribers.command()
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_context
+def forget(ctx: CliContext, email: str, yes: bool) -> None:
+    """Erase an address and all that is held about it, keeping only a keyed hash."""
+    app = ctx.app()
+    if not yes:
+        click.confirm(f"Erase {email.strip()} and everything held about it?", abort=True)
+    privacy.forget(app, email)
+    click.echo(
+        f"Erased {email.strip()}; a keyed hash of the address is kept so that an import or "
+        "`subscribers add` does not bring it back."
+    )

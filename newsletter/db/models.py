@@ -340,3 +340,62 @@ class Sender(Base):
     worker_id: Mapped[str] = mapped_column(String(200), unique=True)
     connections: Mapped[int] = mapped_column(Integer)
     seen_at: Mapped[datetime]
+
+
+class ClickCount(Base):
+    """Clicks on one article's links in one issue: no one is named, in any tracking mode.
+
+    Machine clicks are counted by the sign that gave them away, so a report can say how it
+    knew. `article_id` is no foreign key: the count outlives an article deleted later.
+    """
+
+    __tablename__ = "click_counts"
+
+    issue_id: Mapped[int] = mapped_column(
+        ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True
+    )
+    article_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    early: Mapped[int] = mapped_column(Integer, default=0)
+    burst: Mapped[int] = mapped_column(Integer, default=0)
+    head: Mapped[int] = mapped_column(Integer, default=0)
+    scanner: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ClickEvent(Base):
+    """One reader's click, kept only in `per-reader` mode and only for the retention period.
+
+    `reason` is empty for a human click, else the sign of a machine (as in ClickCount).
+    """
+
+    __tablename__ = "click_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    article_id: Mapped[int] = mapped_column(Integer)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(String(10), default="")
+
+
+class OpenCount(Base):
+    """Tracking-pixel loads per issue; never per reader (opens say little about anyone)."""
+
+    __tablename__ = "open_counts"
+
+    issue_id: Mapped[int] = mapped_column(
+        ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    opens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ForgottenAddress(Base):
+    """What remains of an erased subscriber: a keyed hash of the address, so that an import
+    or `subscribers add` does not bring the address back by mistake."""
+
+    __tablename__ = "forgotten_addresses"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    forgotten_at: Mapped[datetime]

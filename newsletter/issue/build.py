@@ -16,7 +16,7 @@ from typing import Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from newsletter.db.models import Article, Issue, IssueArticle, IssueStatus, Override
+from newsletter.db.models import Article, Issue, IssueArticle, IssueStatus, Override, OverrideKind
 from newsletter.errors import NotFoundError, RenderError, StateError
 from newsletter.issue.candidates import Pool, gather, new_since
 from newsletter.issue.listing import periods, resolve_week
@@ -30,6 +30,7 @@ from newsletter.issue.selection import (
     select_articles,
 )
 from newsletter.runtime import Runtime
+from newsletter.tracking.most_read import most_read
 
 
 class Editing(Runtime, Protocol):
@@ -210,7 +211,13 @@ def store(app: Editing, session: Session, issue: Issue, week: Week, fresh: Fresh
     chosen = fresh.selection.chosen
     teasers = tuple(_teaser(fresh.articles[item.article_id], item) for item in chosen)
     rendered = render_issue(
-        IssueContent(week=week, teasers=teasers), app.settings, app.templates_dirs
+        IssueContent(
+            week=week,
+            teasers=teasers,
+            most_read=_most_read(app, session, issue, week),
+        ),
+        app.settings,
+        app.templates_dirs,
     )
     if rendered.html_bytes > GMAIL_CLIP_BYTES:
         raise RenderError(
@@ -275,6 +282,24 @@ def replacement_notes(fresh: Fresh) -> tuple[Note, ...]:
         Note(aid, fresh.articles[aid].title, "came in for an excluded article")
         for aid in fresh.selection.replacements
     )
+
+
+def _most_read(app: Editing, session: Session, issue: Issue, week: Week) -> tuple[Teaser, ...]:
+    """Last issue's most-clicked articles, less those the editor excluded from this one."""
+    wanted = app.settings.issue.most_read
+    if not wanted or app.settings.tracking.clicks == "off":
+        return ()
+    excluded = set(
+        session.scalars(
+            select(Override.article_id).where(
+                Override.issue_id == issue.id, Override.kind == OverrideKind.EXCLUDE
+            )
+        )
+    )
+    ranked = most_read(session, str(week), wanted + len(excluded))
+    kept = [article_id for article_id in ranked if article_id not in excluded][:wanted]
+    articles = [session.get_one(Article, article_id) for article_id in kept]
+    return tuple(_teaser(a, Selected(a.id, featured=False, section=a.section)) for a in articles)
 
 
 def _candidate(article: Article) -> Candidate:

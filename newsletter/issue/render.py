@@ -35,6 +35,7 @@ from newsletter.errors import ConfigError, RenderError
 from newsletter.issue.checks import GMAIL_CLIP_BYTES, audit
 from newsletter.issue.periods import Week
 from newsletter.issue.text import html_to_text, wrap
+from newsletter.tracking.links import article_links, open_pixel
 
 __all__ = [
     "GMAIL_CLIP_BYTES",
@@ -78,6 +79,7 @@ class Teaser:
 class IssueContent:
     week: Week
     teasers: tuple[Teaser, ...]
+    most_read: tuple[Teaser, ...] = ()  # "Most read last week", at the top
 
 
 @dataclass(frozen=True)
@@ -96,14 +98,19 @@ class PersonalFields:
     unsubscribe_url: str
     email: str
     name: str
+    # The reader's click token, in `[tracking] clicks = "per-reader"` mode only.
+    reader: str = ""
 
 
 _MARKERS = PersonalFields(
-    unsubscribe_url="NLP-UNSUBSCRIBE_URL-0D1C", email="NLP-EMAIL-0D1C", name="NLP-NAME-0D1C"
+    unsubscribe_url="NLP-UNSUBSCRIBE_URL-0D1C",
+    email="NLP-EMAIL-0D1C",
+    name="NLP-NAME-0D1C",
+    reader="NLP-READER-0D1C",
 )
 # Where a personal field sits in the rendered template; public so the message builder can
 # find the same places when it splits the MIME template around them.
-PERSONAL_MARKER = re.compile(r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME)-0D1C(?:-(S?ATTR|S?URI))?")
+PERSONAL_MARKER = re.compile(r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME|READER)-0D1C(?:-(S?ATTR|S?URI))?")
 _TAG = re.compile(r"<[a-zA-Z][^>]*>")
 # lxml quotes a value with ' when it contains " (and no '), so both quotings occur.
 _ATTRIBUTE = re.compile(r"""([\w:.-]+)=("[^"]*"|'[^']*')""")
@@ -138,7 +145,7 @@ def render_issue(
         return _inline(_compile(_render_template(env, HTML_TEMPLATE, context)), css)
 
     person = _shown(recipient) if recipient is not None else _MARKERS
-    html = html_for(person)
+    html = _with_pixel(html_for(person), open_pixel(settings, str(content.week)))
     if recipient is None:
         html = _tag_contexts(html)
     text = _tidy_text(
@@ -154,7 +161,7 @@ def render_issue(
         html=html,
         text=text,
         web_html=web_html,
-        problems=audit(sample),
+        problems=(*audit(sample), *_most_read_problem(settings)),
         html_bytes=len(html.encode("utf-8")),
     )
 
@@ -167,6 +174,7 @@ def personalise(template: str, fields: PersonalFields, *, html: bool) -> str:
         "UNSUBSCRIBE_URL": shown.unsubscribe_url,
         "EMAIL": shown.email,
         "NAME": shown.name,
+        "READER": shown.reader,
     }
 
     def replace(match: re.Match[str]) -> str:
@@ -201,6 +209,7 @@ def _shown(fields: PersonalFields) -> PersonalFields:
         unsubscribe_url=fields.unsubscribe_url,
         email=fields.email,
         name=fields.name.strip() or ANONYMOUS_NAME,
+        reader=fields.reader,
     )
 
 
@@ -245,6 +254,7 @@ def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
+        href=_href,
         byline=_byline,
         css=_css_value,
         longdate=_long_date,
@@ -287,6 +297,10 @@ def _context(
             "subscribe": f"{base}/subscribe",
         },
         "recipient": recipient,
+        "most_read": content.most_read,
+        # Tracked addresses go in the email only, never in the web edition.
+        "tracked": {} if recipient is None else _tracked(content, settings),
+        "per_reader": settings.tracking.clicks == "per-reader",
     }
 
 
@@ -298,6 +312,42 @@ def archive_url(settings: Settings, week: Week) -> str:
 def draft_url(settings: Settings, token: str) -> str:
     """The signed page of an issue not yet sent, for test copies' "View in browser"."""
     return f"{settings.newsletter.base_url.rstrip('/')}/archive/draft/{token}"
+
+
+def _most_read_problem(settings: Settings) -> tuple[str, ...]:
+    if settings.issue.most_read and settings.tracking.clicks == "off":
+        return (
+            "[issue] most_read is set but [tracking] clicks is off: "
+            "there are no clicks to rank, so the issue has no 'Most read last week'",
+        )
+    return ()
+
+
+def _with_pixel(html: str, pixel: str) -> str:
+    """The email with its open-counting image last in the body, when opens are counted."""
+    if not pixel:
+        return html
+    image = f'<img src="{pixel}" width="1" height="1" alt="" style="display:block;border:0">'
+    head, found, tail = html.rpartition("</body>")
+    return f"{head}{image}{found}{tail}" if found else html + image
+
+
+def _tracked(content: IssueContent, settings: Settings) -> dict[int, str]:
+    return article_links(settings, str(content.week), (t.article_id for t in content.teasers))
+
+
+@jinja2.pass_context
+def _href(context: jinja2.runtime.Context, teaser: Teaser) -> str:
+    """Where a link to `teaser` points: the article itself, or its `/c/` address when clicks
+    are tracked (followed, per reader, by the reader's own token)."""
+    tracked = context.get("tracked") or {}
+    link = tracked.get(teaser.article_id)
+    if link is None:
+        return teaser.url
+    recipient = context.get("recipient")
+    if context.get("per_reader") and recipient is not None:
+        return f"{link}/{recipient.reader}"
+    return str(link)
 
 
 def _section(teaser: Teaser) -> str:

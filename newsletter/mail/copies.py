@@ -174,6 +174,13 @@ _SENTINELS = (
     Recipient(subscriber_id=None, email="second.sentinel@sentinel.invalid", name="Other Person"),
 )
 _SENTINEL_URLS = ("https://sentinel.invalid/u/AAAA", "https://sentinel.invalid/u/BBBBBBBB")
+_SENTINEL_READERS = ("2000-W01.1.CCCC", "2000-W01.22.DDDDDDDD")
+
+
+def _sentinel_fields(recipient: Recipient, url: str, reader: str) -> PersonalFields:
+    return PersonalFields(
+        unsubscribe_url=url, email=recipient.email, name=recipient.name, reader=reader
+    )
 
 
 @dataclass(frozen=True)
@@ -188,14 +195,8 @@ class _Part:
     def learn(cls, template: str, html: bool) -> _Part | None:
         source = _lines(template)
         renders = [
-            _lines(
-                personalise(
-                    template,
-                    PersonalFields(unsubscribe_url=url, email=r.email, name=r.name),
-                    html=html,
-                )
-            )
-            for r, url in zip(_SENTINELS, _SENTINEL_URLS, strict=True)
+            _lines(personalise(template, _sentinel_fields(r, url, reader), html=html))
+            for r, url, reader in zip(_SENTINELS, _SENTINEL_URLS, _SENTINEL_READERS, strict=True)
         ]
         if any(len(r) != len(source) for r in renders):
             return None
@@ -211,8 +212,10 @@ class _Part:
             personal.append(_LongLine(line, html) if len(line) > LONG_LINE else line)
         static.append(b"".join(run))
         part = cls(tuple(static), tuple(personal), html)
-        for recipient, url, render in zip(_SENTINELS, _SENTINEL_URLS, renders, strict=True):
-            fields = PersonalFields(unsubscribe_url=url, email=recipient.email, name=recipient.name)
+        for recipient, url, reader, render in zip(
+            _SENTINELS, _SENTINEL_URLS, _SENTINEL_READERS, renders, strict=True
+        ):
+            fields = _sentinel_fields(recipient, url, reader)
             expected = b"".join(_qp_line(line) + b"\r\n" for line in render)
             if part.encode(fields) != expected:
                 return None

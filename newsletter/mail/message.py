@@ -35,6 +35,7 @@ from newsletter.mail.headers import (
     to_value,
 )
 from newsletter.mail.tokens import Tokens
+from newsletter.tracking.tokens import ClickTokens
 from newsletter.untrusted import person_name
 
 # Every header DKIM must cover (STANDARDS 17); those a message lacks are simply not signed.
@@ -144,6 +145,11 @@ class MessageFactory:
         self.from_address = _single_address(news.sender)
         self.domain = self.from_address.rpartition("@")[2]
         self.base_url = news.base_url.rstrip("/")
+        self.clicks = (
+            ClickTokens.from_settings(settings)
+            if settings.tracking.clicks == "per-reader"
+            else None
+        )
         self.boundary = "=_nl_" + _digest(f"{settings.list_id}:{issue.issue_id}:boundary")[:24]
         self._fast = FastTemplate.learn(self)
 
@@ -157,6 +163,9 @@ class MessageFactory:
             unsubscribe_url=f"{self.base_url}/u/{token}",
             email=recipient.email,
             name=recipient.name,
+            reader=self.clicks.reader(self.issue.week, recipient.subscriber_id or 0)
+            if self.clicks is not None
+            else "",
         )
 
     def token(self, recipient: Recipient) -> str:

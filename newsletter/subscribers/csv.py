@@ -10,7 +10,7 @@ record of an address already held is never rewritten by a file.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from io import TextIOWrapper
@@ -25,6 +25,7 @@ from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
 from newsletter.errors import InputError
 from newsletter.subscribers.columns import Columns, Row, parse_row, resolve
 from newsletter.subscribers.encoding import Encoding, detect
+from newsletter.subscribers.forgotten import forgotten_among
 from newsletter.subscribers.rules import Roster
 
 BATCH = 2000
@@ -78,7 +79,7 @@ def import_csv(app: Roster, path: Path, *, dry_run: bool = False) -> ImportRepor
             lines = _decoded_lines(text, path, encoding)
             rows = _rows(lines, path, zone, report, check=not encoding.clean)
             for batch in _batches(_merge_duplicates(rows, report)):
-                _apply(session, batch, now, report)
+                _apply(session, batch, now, report, app.settings.secrets.secret_keys)
         except BaseException:
             session.rollback()
             raise
@@ -194,17 +195,26 @@ def _batches(rows: Iterable[Row]) -> Iterator[list[Row]]:
         yield batch
 
 
-def _apply(session: Session, batch: list[Row], now: datetime, report: ImportReport) -> None:
+def _apply(
+    session: Session, batch: list[Row], now: datetime, report: ImportReport, keys: Sequence[str]
+) -> None:
     existing = {
         s.email: s
         for s in session.scalars(
             select(Subscriber).where(Subscriber.email.in_([r.email for r in batch]))
         )
     }
+    erased = forgotten_among(session, keys, (r.email for r in batch if r.email not in existing))
     new_rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for row in batch:
         current = existing.get(row.email)
+        if current is None and row.email in erased:
+            report.suppressed += 1
+            report.notices.append(
+                f"line {row.line}: skipped: the address was erased at its owner's request"
+            )
+            continue
         if current is None:
             new_rows.append(_new_subscriber(row, now))
             report.added += 1

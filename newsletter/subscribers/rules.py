@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
 from newsletter.errors import InputError, NotFoundError, StateError
 from newsletter.runtime import Runtime
+from newsletter.subscribers.forgotten import forgotten_among
 from newsletter.untrusted import person_name
 
 
@@ -365,6 +366,13 @@ def add_address(app: Roster, email: str, name: str = "", *, force: bool = False)
     """Add an active subscriber; with `force`, a suppression made by a report is lifted."""
     with app.transaction() as session:
         now = app.clock.now()
+        address = normalise_email(email)
+        keys = app.settings.secrets.secret_keys
+        if find(session, address) is None and forgotten_among(session, keys, [address]):
+            raise StateError(
+                f"{address} was erased at its owner's request and is not added again",
+                hint="the person can subscribe again through the subscribe form",
+            )
         change = add(session, email, name=name, at=now)
         subscriber = change.subscriber
         held = suppression(session, subscriber)

@@ -29,6 +29,7 @@ from newsletter.errors import DeliveryError, InputError, UsageError
 from newsletter.issue.periods import Week
 from newsletter.mail.tokens import InvalidToken, Tokens
 from newsletter.subscribers import membership
+from newsletter.web import tracking
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def create_app(app: App | None = None) -> flask.Flask:
     web.add_url_rule("/archive/", view_func=views.archive, methods=["GET"])
     web.add_url_rule("/archive/<week>", view_func=views.archived_issue, methods=["GET"])
     web.add_url_rule("/archive/draft/<token>", view_func=views.draft_issue, methods=["GET"])
+    tracking.register(web, app)
     web.extensions["newsletter"] = app
     hops = settings.web.proxy_hops
     if hops:
