@@ -44,6 +44,7 @@ def issue() -> None:
 @pass_context
 def build(ctx: CliContext, week: Week | None) -> None:
     """Select the week's articles and render the draft."""
+    ctx.warn_about_templates()
     report = build_issue(ctx.app(), week)
     click.echo(
         f"Built {report.week}: {report.articles} article(s), {report.featured} featured, "

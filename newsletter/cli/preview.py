@@ -30,7 +30,11 @@ def preview(
     ctx: CliContext, week: Week | None, output: Path | None, text: bool, open_it: bool
 ) -> None:
     """Write the week's rendered issue, filled in for a sample reader."""
-    chosen, rendered = preview_issue(ctx.app(), week, text=text)
+    ctx.warn_about_templates()
+    shown = preview_issue(ctx.app(), week, text=text)
+    chosen, rendered = shown.week, shown.content
+    if shown.rebuilt:
+        click.echo(f"Templates changed since {chosen} was built: rebuilt the draft.", err=True)
     if output is None and open_it:
         suffix = ".txt" if text else ".html"
         output = Path(tempfile.gettempdir()) / f"newsletter-preview-{chosen}{suffix}"

@@ -81,6 +81,7 @@ def send(
     if test_addresses and dry_run:
         raise UsageError("--test and --dry-run cannot be combined")
     app = ctx.app()
+    ctx.warn_about_templates()
     chosen = resolve_week(app, week)
     plan = prepare_send(app, chosen, build=lambda w: build_issue(app, w))
     if if_new and (plan.articles == 0 or plan.status is IssueStatus.SENT):

@@ -22,6 +22,7 @@ from newsletter.issue.listing import resolve_week
 from newsletter.issue.periods import Week
 from newsletter.issue.render import GMAIL_CLIP_BYTES, IssueContent, Teaser, render_issue
 from newsletter.issue.selection import Candidate, Decision, Selected, select_articles
+from newsletter.issue.templates import templates_digest
 from newsletter.runtime import Runtime
 
 
@@ -229,6 +230,7 @@ def _build(app: Editing, session: Session, issue: Issue, week: Week) -> BuildRep
     issue.html = rendered.html
     issue.text = rendered.text
     issue.web_html = rendered.web_html
+    issue.template_digest = templates_digest(app.templates_dirs)
     issue.built_at = app.clock.now()
     return BuildReport(
         week=week,
