@@ -25,6 +25,10 @@ from newsletter.errors import NewsletterError, UsageError
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "articles": (("articles",), "Read the publication's feeds and look at the stored articles."),
     "bounces": (("bounces",), "Read bounce reports, complaints and mailto unsubscribes."),
+    "check": (
+        ("check",),
+        "Check configuration, secrets, DKIM, transport, database and templates before a send.",
+    ),
     "demo": (
         ("demo",),
         "Run init, import, fetch, build and send on example data, into an outbox folder.",
