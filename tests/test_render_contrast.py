@@ -114,3 +114,8 @@ def test_every_visible_text_passes_wcag_aa(html: str, scheme: str) -> None:
                 f"{item['color']} on {item['background']}"
             )
     assert not failures, "\n".join(failures)
+    kickers = [_rgb(item["color"]) for item in texts if item["text"].startswith("Top story")]
+    assert kickers, "the lead story's kicker is missing"
+    for red, green, blue in kickers:  # the brand's red, in both schemes
+        assert red > green + 40, kickers
+        assert red > blue + 40, kickers
