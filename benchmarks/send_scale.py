@@ -122,7 +122,7 @@ def env_for(url: str, transport: str, workdir: Path) -> dict[str, str]:
         "NEWSLETTER_DATABASE_URL": url,
         "NEWSLETTER_DELIVERY_TRANSPORT": transport,
         "NEWSLETTER_NEWSLETTER_BASE_URL": "https://news.example.org",
-        "NEWSLETTER_SECRET_KEY": "benchmark-secret",
+        "NEWSLETTER_SECRET_KEY": "benchmark-signing-key-0123456789abcdef",
         "NEWSLETTER_DELIVERY_TIMEOUT": "30",
         "PYTHONPATH": str(REPO),
     }

@@ -39,7 +39,7 @@ def prepare(folder: Path, size: int) -> Path:
     database = folder / "bench.db"
     settings = Settings(
         database=DatabaseSettings(url=f"sqlite:///{database}"),
-        secrets=Secrets(secret_keys=("benchmark-key",)),
+        secrets=Secrets(secret_keys=("benchmark-signing-key-0123456789abcdef",)),
     )
     app = App.create(settings)
     upgrade(app.engine)
@@ -81,7 +81,7 @@ def child(database: Path, port: int, connections: int, sample: Path) -> None:
     settings = Settings(
         database=DatabaseSettings(url=f"sqlite:///{database}"),
         delivery=replace(DeliverySettings(), transport=f"smtp://127.0.0.1:{port}"),
-        secrets=Secrets(secret_keys=("benchmark-key",)),
+        secrets=Secrets(secret_keys=("benchmark-signing-key-0123456789abcdef",)),
     )
     app = App.create(settings)
     cpu = time.process_time()

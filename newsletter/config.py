@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import time
 from pathlib import Path
 from typing import Any, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +21,11 @@ from newsletter.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "newsletter.toml"
 ENV_PREFIX = "NEWSLETTER_"
+# A short signing key can be guessed offline from any one signed link; 32 bytes cannot.
+MIN_SECRET_KEY_BYTES = 32
+NEW_KEY_ADVICE = 'make one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"`'
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOSES = re.compile(r"^([A-Za-z]+)\s+(\d{1,2}):(\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,21 @@ class NewsletterSettings:
     logo_width: int = 220
     tagline: str = "The week's essential reading on world affairs"
     website_url: str = ""
+    # When each issue's seven-day period closes, in `timezone`; the default gives ISO weeks.
+    issue_closes: str = "Monday 00:00"
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def closes(self) -> tuple[int, time]:
+        """`issue_closes` as (weekday, 0 for Monday; local time of day)."""
+        match = _CLOSES.match(self.issue_closes.strip())
+        day = match[1].casefold()[:3] if match else ""
+        if not match or day not in _WEEKDAYS or int(match[2]) > 23 or int(match[3]) > 59:
+            raise ValueError(self.issue_closes)
+        return _WEEKDAYS.index(day), time(int(match[2]), int(match[3]))
 
 
 @dataclass(frozen=True)
@@ -65,8 +82,10 @@ class FeedSettings:
         "Africa",
         "Global",
     )
+    # URL path prefix -> section, e.g. {"/europe/" = "Europe"}; wins over the categories.
+    section_paths: tuple[tuple[str, str], ...] = ()
     max_articles: int = 12
-    teaser_words: int = 90
+    teaser_words: int = 40
     timeout: float = 20.0
     max_bytes: int = 20_000_000
 
@@ -266,6 +285,8 @@ def _coerce(section: str, key: str, kind: Any, value: Any, source: str) -> Any:
         if not limits.admits(number):
             raise ConfigError(f"{where} must be {limits.describe()}, not {value!r}")
         return number
+    if kind == tuple[tuple[str, str], ...]:
+        return _table(where, value)
     if kind == tuple[str, ...]:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -291,8 +312,38 @@ def _number(kind: type[int] | type[float], value: Any) -> int | float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def check_secret_keys(keys: tuple[str, ...]) -> None:
+    """Refuse a missing or short signing key before it signs a single link."""
+    if not keys:
+        raise ConfigError("NEWSLETTER_SECRET_KEY is not set", hint=NEW_KEY_ADVICE)
+    for position, key in enumerate(keys, 1):
+        size = len(key.encode())
+        if size < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(
+                f"NEWSLETTER_SECRET_KEY: key {position} of {len(keys)} is {size} bytes long; "
+                f"each key must be at least {MIN_SECRET_KEY_BYTES} bytes",
+                hint=NEW_KEY_ADVICE,
+            )
+
+
+def _table(where: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A TOML table of strings, or `key=value, key=value` from the environment, in order."""
+    if isinstance(value, str):
+        pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+        if any(not sep for _k, sep, _v in pairs):
+            raise ConfigError(f"{where} must be written as prefix=Section, prefix=Section")
+        value = {k.strip(): v.strip() for k, _sep, v in pairs}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{where} must be a table of strings")
+    return tuple(value.items())
+
+
 def _secrets(env: Mapping[str, str]) -> Secrets:
     keys = tuple(k for k in env.get("NEWSLETTER_SECRET_KEY", "").replace(",", " ").split() if k)
+    if keys:
+        check_secret_keys(keys)
     return Secrets(
         smtp_password=env.get("NEWSLETTER_SMTP_PASSWORD", ""),
         secret_keys=keys,
@@ -313,6 +364,13 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             f"{src}: newsletter.timezone {settings.newsletter.timezone!r} is not a known time zone"
         ) from None
+    try:
+        settings.newsletter.closes  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ConfigError(
+            f"{src}: newsletter.issue_closes {settings.newsletter.issue_closes!r} is not a "
+            'weekday and a time such as "Thursday 07:00"'
+        ) from None
     if "@" not in settings.newsletter.sender:
         raise ConfigError(f"{src}: newsletter.from must contain an email address")
     if not settings.newsletter.base_url.startswith(("http://", "https://")):
@@ -323,6 +381,13 @@ def _validate(settings: Settings) -> None:
             f"{src}: delivery.unsubscribe_mailto must be a bare address such as "
             f"unsubscribe@example.org, not {mailto!r}"
         )
+    known = {s.casefold() for s in settings.feeds.sections}
+    for prefix, section in settings.feeds.section_paths:
+        if section.casefold() not in known or not prefix.startswith("/"):
+            raise ConfigError(
+                f"{src}: feeds.section_paths {prefix!r} = {section!r}: the prefix must start "
+                "with / and the section must be one of feeds.sections"
+            )
     if settings.secrets.dkim_private_key_path and not (
         settings.delivery.dkim_selector and settings.delivery.dkim_domain
     ):

@@ -100,8 +100,8 @@ def run_demo(folder: Path, *, secret_key: str = "") -> DemoReport:
         built = build_issue(app, DEMO_WEEK)
         sent = send_issue(app, DEMO_WEEK, SendOptions(rate=0))
         html, text = folder / "preview.html", folder / "preview.txt"
-        html.write_text(preview_issue(app, DEMO_WEEK).content, encoding="utf-8")
-        text.write_text(preview_issue(app, DEMO_WEEK, text=True).content, encoding="utf-8")
+        html.write_text(preview_issue(app, DEMO_WEEK)[1], encoding="utf-8")
+        text.write_text(preview_issue(app, DEMO_WEEK, text=True)[1], encoding="utf-8")
     finally:
         app.close()
     return DemoReport(

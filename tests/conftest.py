@@ -39,6 +39,20 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_FEEDS = REPO.parent / "shared" / "feeds"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the files in tests/golden/ from what the code produces now",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """True when the run was asked to rewrite golden files rather than compare with them."""
+    return bool(request.config.getoption("--update-golden"))
+
+
 def pytest_report_header() -> str:
     url = os.environ.get(PG_ENV)
     return f"postgresql: {url}" if url else f"postgresql: skipped ({PG_ENV} is not set)"
@@ -130,6 +144,7 @@ class Cli:
 
     env: dict[str, str]
     cwd: Path
+    clock: FixedClock | None = None  # the commands' clock; the system's when None
 
     def __call__(
         self, *args: str, input: str | None = None, env: Mapping[str, str] | None = None
@@ -144,6 +159,7 @@ class Cli:
                 input=input,
                 env={**self.env, **(env or {})},
                 catch_exceptions=False,
+                obj=self.clock,
             )
         finally:
             os.chdir(old)

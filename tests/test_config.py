@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 
 import pytest
 
 from newsletter.config import load_settings
 from newsletter.errors import ConfigError
+from newsletter.mail.tokens import Tokens
 
 from .conftest import Cli
 
@@ -50,12 +52,33 @@ def test_secrets_come_from_the_environment_only(tmp_path: Path) -> None:
     path.write_text('[delivery]\nsmtp_password = "hunter2"\n')
     with pytest.raises(ConfigError, match=r"unknown key delivery\.smtp_password"):
         load_settings(path, environ={})
+    new, old = "new-" + "n" * 32, "old-" + "o" * 32
     settings = load_settings(
-        None, environ={"NEWSLETTER_SECRET_KEY": "new, old", "NEWSLETTER_SMTP_PASSWORD": "pw"}
+        None, environ={"NEWSLETTER_SECRET_KEY": f"{new}, {old}", "NEWSLETTER_SMTP_PASSWORD": "pw"}
     )
-    assert settings.secrets.secret_keys == ("new", "old")
+    assert settings.secrets.secret_keys == (new, old)
     assert "pw" not in repr(settings)
-    assert "new" not in repr(settings.secrets)
+    assert new not in repr(settings.secrets)
+
+
+@pytest.mark.parametrize(
+    ("keys", "which"),
+    [("a", "key 1 of 1 is 1 bytes"), ("k" * 40 + ",short-key", "key 2 of 2 is 9 bytes")],
+)
+def test_a_short_secret_key_is_refused_with_how_to_make_one(keys: str, which: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={"NEWSLETTER_SECRET_KEY": keys})
+    message = str(info.value)
+    assert which in message
+    assert "at least 32 bytes" in message
+    assert 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"' in message
+    assert "short-key" not in message
+
+
+def test_tokens_refuse_a_short_key_however_the_settings_were_made() -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        Tokens(("x" * 31,), "weekly.example.org")
+    assert Tokens(("é" * 16,), "weekly.example.org").unsubscribe(1)  # 32 bytes in UTF-8
 
 
 @pytest.mark.parametrize(
@@ -150,3 +173,36 @@ def test_unsubscribe_mailto_defaults_to_the_from_domain_and_must_be_an_address(
     assert chosen.unsubscribe_mailto == "out@example.net"
     with pytest.raises(ConfigError, match="unsubscribe_mailto must be a bare address"):
         load_settings(environ={"NEWSLETTER_DELIVERY_UNSUBSCRIBE_MAILTO": "x@example.org>, <y"})
+
+
+def test_section_paths_from_a_table_or_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text('[feeds]\nsection_paths = {"/europe/" = "Europe", "/asia/" = "Asia-Pacific"}\n')
+    settings = load_settings(path, environ={})
+    assert settings.feeds.section_paths == (("/europe/", "Europe"), ("/asia/", "Asia-Pacific"))
+    settings = load_settings(path, environ={"NEWSLETTER_FEEDS_SECTION_PATHS": "/africa/=Africa"})
+    assert settings.feeds.section_paths == (("/africa/", "Africa"),)
+    assert settings.feeds.teaser_words == 40
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"/sport/" = "Sport"}', '{"europe/" = "Europe"}', '["/europe/"]', '{"/europe/" = 1}'],
+)
+def test_section_paths_must_name_configured_sections(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text(f"[feeds]\nsection_paths = {value}\n")
+    with pytest.raises(ConfigError, match=r"feeds\.section_paths"):
+        load_settings(path, environ={})
+
+
+def test_issue_closes_is_a_weekday_and_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={"NEWSLETTER_NEWSLETTER_ISSUE_CLOSES": "thu 7:00"})
+    assert settings.newsletter.closes == (3, time(7, 0))
+    assert load_settings(environ={}).newsletter.closes == (0, time(0, 0))
+    for wrong in ("Thursday", "Funday 07:00", "Thursday 25:00"):
+        with pytest.raises(ConfigError, match="issue_closes"):
+            load_settings(environ={"NEWSLETTER_NEWSLETTER_ISSUE_CLOSES": wrong})

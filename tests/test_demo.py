@@ -35,7 +35,7 @@ def test_demo_runs_the_weekly_job_and_says_where_to_look(tmp_path: Path) -> None
     assert "<html" in (folder / "preview.html").read_text(encoding="utf-8").lower()
     assert "Week of 18 November 2024" in (folder / "preview.txt").read_text(encoding="utf-8")
 
-    again, second = run("--dir", str(folder), env={"NEWSLETTER_SECRET_KEY": "k"})
+    again, second = run("--dir", str(folder), env={"NEWSLETTER_SECRET_KEY": "k" * 32})
     assert again == 0, second
     assert "random key" not in second
     assert len(list((folder / "outbox").glob("*.eml"))) == 23

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import statistics
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,6 +15,7 @@ import pytest
 from newsletter.config import FeedSettings
 from newsletter.errors import FeedError
 from newsletter.feeds.parse import FeedOptions, parse_date, parse_feed
+from newsletter.feeds.teasers import plain_text
 from newsletter.issue.periods import Week
 
 from .conftest import REPO, SHARED_FEEDS
@@ -89,6 +93,119 @@ def test_inessential_json_feed_1_0() -> None:
     assert first.authors == ("Brent Simmons",)  # the feed's author, as items have none
     assert first.published_at == datetime(2017, 6, 3, 5, 5, 47, tzinfo=UTC)
     assert '<a href="https://www.classy.org/events/-/e126329">' in first.teaser_html
+
+
+# Figures from the real feeds at the default teaser length: entries, lead images found.
+REAL_FEEDS = [
+    ("bio.rdf", 30, 0),
+    ("inessential.json", 20, 1),
+    ("macworld.rss", 30, 30),
+    ("natasha.xml", 10, 6),
+]
+PAGE_FURNITURE = ("read more", "continue reading", "to read this article", "appeared first on")
+
+
+@pytest.mark.parametrize(("name", "entries", "images"), REAL_FEEDS)
+def test_real_feeds_give_digest_teasers_and_their_images(
+    name: str, entries: int, images: int
+) -> None:
+    defaults = FeedOptions(OPTIONS.sections, NY, FeedSettings().teaser_words, 1_000_000)
+    feed = parse_feed(shared(name).read_bytes(), f"https://feeds.example.org/{name}", defaults)
+    words = [len(plain_text(e.teaser_html).split()) for e in feed.entries]
+    assert len(words) == entries
+    assert 35 <= statistics.median(words) <= 42, words
+    assert min(words) >= 10, words
+    assert max(words) <= 50, words
+    assert sum(bool(e.image_url) for e in feed.entries) == images
+    for entry in feed.entries:
+        text = plain_text(entry.teaser_html).casefold()
+        assert not any(label in text for label in PAGE_FURNITURE), text
+        assert "/emoji/" not in entry.image_url
+
+
+def test_real_feeds_keep_the_natural_width_of_content_images() -> None:
+    defaults = FeedOptions(OPTIONS.sections, NY, 40, 1_000_000)
+    icon = parse_feed(shared("inessential.json").read_bytes(), "https://i.example.org/", defaults)
+    assert [e.image_width for e in icon.entries if e.image_url] == [70]
+    blog = parse_feed(shared("natasha.xml").read_bytes(), "https://n.example.org/", defaults)
+    assert blog.entries[0].image_width == 503
+
+
+def test_a_slideshow_description_still_gives_a_teaser() -> None:
+    defaults = FeedOptions(OPTIONS.sections, NY, 40, 1_000_000)
+    feed = parse_feed(shared("macworld.rss").read_bytes(), "https://m.example.org/", defaults)
+    games = next(e for e in feed.entries if e.title.startswith("Play these 10 awesome"))
+    assert games.teaser_html.startswith("<p>There\u2019s nothing more frustrating")
+
+
+ITEM_IMAGES = b"""<?xml version="1.0"?>
+<rss version="2.0"><channel><title>T</title><link>https://img.example.org/</link>
+<description>d</description>
+<image><url>https://img.example.org/logo.png</url><title>T</title><link>/</link></image>
+<item><title>Plain</title><link>/a</link><description>Text.</description>
+  <image>https://img.example.org/a.jpg</image></item>
+<item><title>Both</title><link>/b</link><description>Text.</description>
+  <image>https://img.example.org/b-small.jpg</image>
+  <bigimage>https://img.example.org/b-big.jpg</bigimage></item>
+<item><title>Nested</title><link>/c</link><description>Text.</description>
+  <image><url>https://img.example.org/c.jpg</url></image></item>
+<item><title>None</title><link>/d</link><description>Text.</description></item>
+</channel></rss>"""
+
+
+def test_image_and_bigimage_elements_of_an_item() -> None:
+    feed = parse_feed(ITEM_IMAGES, "https://img.example.org/feed", OPTIONS)
+    assert [e.image_url for e in feed.entries] == [
+        "https://img.example.org/a.jpg",
+        "https://img.example.org/b-big.jpg",
+        "https://img.example.org/c.jpg",
+        "",  # the channel's logo is nobody's lead image
+    ]
+
+
+def _in(url: str, *categories: str) -> bytes:
+    tags = "".join(f"<category>{c}</category>" for c in categories)
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        "<link>https://www.example.org/</link><description>d</description>"
+        f"<item><title>A</title><link>{url}</link>{tags}<description>x</description></item>"
+        "</channel></rss>"
+    ).encode()
+
+
+PATHS = replace(
+    OPTIONS,
+    section_paths=(
+        ("/world/", "Americas"),
+        ("/world/europe/", "Europe"),
+        ("/mideast/", "Middle East"),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "categories", "section", "kicker"),
+    [
+        # The URL path wins over a category that names another section.
+        (
+            "https://www.example.org/mideast/2024/story",
+            ("Americas", "Analysis"),
+            "Middle East",
+            "Analysis",
+        ),
+        # The longest prefix wins.
+        ("https://www.example.org/world/europe/story", (), "Europe", ""),
+        ("https://www.example.org/World/story", (), "Americas", ""),
+        # No prefix matches: the categories decide, as before.
+        ("https://www.example.org/opinion/story", ("News", "Europe"), "Europe", "News"),
+        ("https://www.example.org/opinion/story", ("News",), "", "News"),
+    ],
+)
+def test_section_by_url_path_prefix(
+    url: str, categories: tuple[str, ...], section: str, kicker: str
+) -> None:
+    entry = parse_feed(_in(url, *categories), "https://www.example.org/feed", PATHS).entries[0]
+    assert (entry.section, entry.kicker) == (section, kicker)
 
 
 # -- each format, written here ----------------------------------------------------------
@@ -350,7 +467,8 @@ def test_demo_feed_shape() -> None:
         assert entry.image_url.startswith("https://images.example.org/")
         assert entry.image_alt
         assert entry.image_credit
-        assert 2 <= entry.teaser_html.count("<p>") <= 3
+        assert 1 <= entry.teaser_html.count("<p>") <= 3
+        assert 25 <= len(re.sub(r"<[^>]+>", " ", entry.teaser_html).split()) <= 50
     sunday = [e for e in inside if e.published_at and e.published_at.astimezone(NY).hour == 23]
     assert sunday
     assert sunday[0].published_at is not None

@@ -14,7 +14,8 @@ from newsletter.config import Settings
 from newsletter.db.models import Article, Issue, IssueStatus, OverrideKind
 from newsletter.errors import NotFoundError, StateError, UsageError
 from newsletter.feeds.store import fetch_sources
-from newsletter.issue.build import add_override, build_issue, show_issue
+from newsletter.issue.build import build_issue, show_issue
+from newsletter.issue.overrides import add_override
 from newsletter.issue.periods import Week
 
 from .conftest import REPO, Cli
@@ -99,8 +100,11 @@ def test_an_empty_week_builds_an_empty_draft(demo: App) -> None:
     assert show_issue(demo, Week(2024, 30)).articles == ()
 
 
-def test_without_a_week_the_current_one_is_built(demo: App) -> None:
-    assert build_issue(demo, None).week == W47  # the test clock is in 2024-W47
+def test_without_a_week_the_next_issue_is_built(demo: App) -> None:
+    # The test clock is in 2024-W47: the next issue is the closed 2024-W46 until it is sent.
+    assert build_issue(demo, None).week == Week(2024, 46)
+    set_status(demo, Week(2024, 46), IssueStatus.SENT)
+    assert build_issue(demo, None).week == W47
 
 
 def test_overrides_apply_and_survive_rebuilds(demo: App) -> None:
@@ -212,7 +216,53 @@ def test_cli_errors_are_one_line(cli: Cli) -> None:
     assert cli("issue", "show", "--week", "2024-W47").exit_code == 1
 
 
-def test_cli_empty_week_build_says_send_will_refuse(cli: Cli) -> None:
+def test_cli_empty_week_build_says_send_waits(cli: Cli) -> None:
     result = cli("issue", "build", "--week", "2024-W30")
     assert result.exit_code == 0
-    assert "No articles this week" in result.stdout
+    assert "No articles yet: `newsletter send` sends nothing" in result.stdout
+
+
+def test_cli_one_top_story_unfeature_section_and_reset(cli: Cli) -> None:
+    assert cli("articles", "fetch", str(DEMO)).exit_code == 0
+    week = ("--week", "2024-W47")
+    assert cli("issue", "feature", SUNDAY_URL, *week).exit_code == 0
+    assert cli("issue", "feature", OUTSIDE_URL, *week).exit_code == 0
+    shown = cli("issue", "show", *week).stdout
+    (top,) = [line for line in shown.splitlines() if ". * [" in line]
+    assert "Baltic" in top
+    assert shown.count(". * [") == 1  # the second feature replaced the first top story
+    assert "undersea cables" in shown  # which stays in the issue
+    assert cli("issue", "feature", SUNDAY_URL, "--also", *week).exit_code == 0
+    assert cli("issue", "show", *week).stdout.count(". * [") == 2
+    assert cli("issue", "unfeature", SUNDAY_URL, *week).exit_code == 0
+    again = cli("issue", "unfeature", SUNDAY_URL, *week)
+    assert again.exit_code == 1
+    assert "is not featured" in again.stderr
+    assert cli("issue", "section", SUNDAY_URL, "Briefing", *week).exit_code == 0
+    placed = cli("issue", "show", *week).stdout
+    assert "] Briefing / " in placed
+    assert "section in Briefing:" in placed
+    reset = cli("issue", "reset", *week)
+    # Features, the unfeature's include and the section: three decisions to drop.
+    assert "Dropped 3 override(s)." in reset.stdout, reset.output
+    assert "Overrides:" not in cli("issue", "show", *week).stdout
+
+
+def test_cli_build_and_show_say_what_was_left_out_and_what_replaced_it(cli: Cli) -> None:
+    assert cli("articles", "fetch", str(DEMO)).exit_code == 0
+    cli.env["NEWSLETTER_FEEDS_MAX_ARTICLES"] = "3"
+    built = cli("issue", "build", "--week", "2024-W47")
+    assert "Built 2024-W47: 3 article(s)" in built.stdout
+    assert built.stdout.count(": over max_articles") == 8, built.stdout
+    first = next(
+        line
+        for line in cli("issue", "show", "--week", "2024-W47").stdout.splitlines()
+        if line.lstrip().startswith("1.")
+    )
+    first_id = first.split("[")[1].split("]")[0]
+    excluded = cli("issue", "exclude", first_id, "--week", "2024-W47")
+    assert "Came in for excluded articles:" in excluded.stdout
+    shown = cli("issue", "show", "--week", "2024-W47").stdout
+    assert f"[{first_id}]" in shown.split("Left out:")[1]
+    assert ": excluded" in shown
+    assert ": came in for an excluded article" in shown

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
 import subprocess
 from dataclasses import replace
@@ -209,7 +208,7 @@ def test_dkim_signature_verifies(rendered: IssueParts, tmp_path: Path) -> None:
     assert not dkim.verify(tampered, dnsfunc=dns)
 
 
-def test_golden_message() -> None:
+def test_golden_message(update_golden: bool) -> None:
     """A small fixed issue, serialised; only the unsubscribe token varies with the key."""
     parts = IssueParts(
         1,
@@ -221,7 +220,7 @@ def test_golden_message() -> None:
     )
     raw = factory_for(parts).build(Recipient(42, "reader@example.org", "Ann Reader"), NOW).message
     text = raw.decode("ascii").replace("\r\n", "\n")
-    if os.environ.get("NEWSLETTER_UPDATE_GOLDEN"):
+    if update_golden:
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(text, encoding="ascii")
     assert text == GOLDEN.read_text(encoding="ascii")

@@ -54,11 +54,11 @@ def test_preview_text_part_to_a_file(app: App, cli: Cli, tmp_path: Path) -> None
     assert "1 Example Street" in text
 
 
-def test_preview_of_an_issue_never_built_says_how_to_build_it(cli: Cli) -> None:
+def test_preview_of_an_issue_with_no_articles_says_so_in_one_line(cli: Cli) -> None:
     result = cli("issue", "preview", "--week", "2024-W47")
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "run `newsletter issue build --week 2024-W47` first" in result.stderr
+    assert "the issue for 2024-W47 has no articles yet" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -332,3 +332,57 @@ def test_personal_fields_in_attributes_match_a_full_render(
     once = render_issue(sample_issue(1), brand, [tmp_path, PACKAGED])
     full = render_issue(sample_issue(1), brand, [tmp_path, PACKAGED], recipient=fields)
     assert personalise(once.html, fields, html=True) == full.html
+
+
+def _kickers(html: str) -> list[str]:
+    """The text of each kicker line, tags gone."""
+    cells = re.findall(r'<td[^>]*class="nl-kicker"[^>]*><div[^>]*>(.*?)</div>', html, re.S)
+    return [" ".join(re.sub(r"<[^>]+>|\u00b7", " ", c).split()) for c in cells]
+
+
+def test_a_kicker_never_repeats_the_section_heading_above_it(brand: Settings) -> None:
+    lead, *rest = sample_teasers(4)
+    same = replace(rest[0], kicker=rest[0].section.upper())  # a kicker naming its section
+    issue = IssueContent(WEEK, (lead, same, *rest[1:]))
+    result = render_issue(issue, brand, [PACKAGED])
+    kickers = _kickers(result.html)[1:]  # the first is the masthead's folio
+    assert kickers[0] == f"Top story {lead.section} {lead.kicker}".strip()
+    for teaser, kicker in zip(rest[1:], kickers[1:], strict=True):
+        assert kicker == teaser.kicker
+    assert f"\nTOP STORY | {lead.section.upper()} | {lead.kicker.upper()}\n" in result.text
+    for teaser in rest:
+        assert f"\n{teaser.section.upper()} | " not in result.text
+
+
+def test_stories_in_no_section_are_headed_to_read_well_alone_or_last(brand: Settings) -> None:
+    lead, *rest = (replace(t, section="") for t in sample_teasers(3))
+    alone = render_issue(IssueContent(WEEK, tuple(rest)), brand, [PACKAGED])
+    assert "This week</p>" in alone.html
+    assert "Also this week" not in alone.html
+    assert "\nTHIS WEEK\n" in alone.text
+    after_lead = render_issue(IssueContent(WEEK, (lead, *rest)), brand, [PACKAGED])
+    assert "Also this week</p>" in after_lead.html
+    assert "\nALSO THIS WEEK\n" in after_lead.text
+    # The top story in no section says just that, with no dangling separator.
+    assert "\nTOP STORY | " + lead.kicker.upper() + "\n" in after_lead.text
+
+
+def test_a_small_image_keeps_its_natural_width(brand: Settings) -> None:
+    lead, other = sample_teasers(2)
+    small = IssueContent(WEEK, (replace(lead, image_width=70), replace(other, image_width=120)))
+    html = render_issue(small, brand, [PACKAGED]).html
+    widths = re.findall(r'<img[^>]*\bwidth="(\d+)"', html)
+    assert widths == ["70", "120"]
+    big = IssueContent(WEEK, (replace(lead, image_width=1200), replace(other, image_width=1200)))
+    assert re.findall(r'<img[^>]*\bwidth="(\d+)"', render_issue(big, brand, [PACKAGED]).html) == [
+        "600",
+        "228",
+    ]
+
+
+def test_the_text_part_opens_cleanly(brand: Settings, rendered: RenderedIssue) -> None:
+    intro = rendered.text.split("View this issue in a browser:")[0]
+    assert rendered.preheader not in " ".join(intro.split())
+    assert "chosen by the editors: 12 stories." in " ".join(intro.split())
+    # No rule straight under a section heading.
+    assert "=" * 72 + "\n\n" + "-" * 72 not in rendered.text

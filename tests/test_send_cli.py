@@ -94,6 +94,7 @@ def test_bad_option_is_a_usage_error(ready: Cli) -> None:
 
 def test_an_unknown_transport_leaves_the_issue_as_it_was(ready: Cli, server: SmtpServer) -> None:
     ftp = {"NEWSLETTER_DELIVERY_TRANSPORT": "ftp://127.0.0.1/outbox"}
+    assert ready("issue", "build", "--week", WEEK).exit_code == 0
     failed = ready("send", "--week", WEEK, "--yes", "--rate", "0", env=ftp)
     assert failed.exit_code == 1
     assert failed.output.count("\n") == 1, failed.output

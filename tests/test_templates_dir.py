@@ -63,16 +63,31 @@ def test_the_digest_follows_the_email_templates_as_looked_up(tmp_path: Path) -> 
     assert templates_digest([folder, PACKAGED]) != packaged
 
 
-def test_preview_rebuilds_a_draft_whose_templates_changed_but_never_a_sent_issue(
+FEED = (
+    '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>T</title>'
+    "<link>https://www.example.org/</link><item><guid>one</guid>"
+    "<link>https://www.example.org/one/</link><title>Story one</title>"
+    "<pubDate>Tue, 19 Nov 2024 12:00:00 +0000</pubDate><description>About one.</description>"
+    "<category>Europe</category></item></channel></rss>"
+)
+
+
+def test_preview_renders_an_approved_draft_again_after_a_template_change_never_a_sent_one(
     app: App, cli: Cli, tmp_path: Path
 ) -> None:
+    """An approved draft is not re-selected, so only the template digest tells its stored
+    render is out of date."""
     footer = (PACKAGED / "email" / "_footer.mjml.j2").read_text(encoding="utf-8")
     folder = _custom(tmp_path, {"email/_footer.mjml.j2": footer})
     env = {"NEWSLETTER_NEWSLETTER_TEMPLATES_DIR": str(folder)}
-    assert cli("issue", "build", "--week", WEEK, env=env).exit_code == 0
+    cli.clock = app.clock  # type: ignore[assignment]
+    (tmp_path / "feed.xml").write_text(FEED, encoding="utf-8")
+    assert cli("articles", "fetch", str(tmp_path / "feed.xml")).exit_code == 0
+    approved = cli("issue", "approve", "--week", WEEK, env=env)
+    assert approved.exit_code == 0, approved.output
     before = cli("issue", "preview", "--week", WEEK, env=env)
     assert before.exit_code == 0, before.output
-    assert "rebuilt" not in before.stderr
+    assert "rendered it again" not in before.stderr
 
     (folder / "email" / "_footer.mjml.j2").write_text(
         footer.replace("{{ brand.postal_address }}", "{{ brand.postal_address }} (new footer)"),
@@ -81,7 +96,8 @@ def test_preview_rebuilds_a_draft_whose_templates_changed_but_never_a_sent_issue
     after = cli("issue", "preview", "--week", WEEK, env=env)
     assert after.exit_code == 0, after.output
     assert "(new footer)" in after.stdout
-    assert "rebuilt the draft" in after.stderr
+    assert "Templates changed since 2024-W47 was built: rendered it again." in after.stderr
+    assert "Approved" in cli("issue", "show", "--week", WEEK, env=env).stdout
 
     with app.transaction() as session:
         session.execute(update(Issue).values(status=IssueStatus.SENT))

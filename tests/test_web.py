@@ -10,6 +10,7 @@ import email
 import email.policy
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -25,6 +26,7 @@ from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.config import Secrets, Settings, WebSettings
 from newsletter.db.models import (
+    Delivery,
     Event,
     EventKind,
     Issue,
@@ -32,8 +34,13 @@ from newsletter.db.models import (
     Subscriber,
     SubscriberStatus,
     Throttle,
+    UsedChallenge,
 )
+from newsletter.delivery.send import send_test
 from newsletter.errors import ConfigError, InputError
+from newsletter.feeds.store import fetch_sources
+from newsletter.issue.build import build_issue
+from newsletter.issue.periods import Week
 from newsletter.mail.confirmation import build as build_confirmation
 from newsletter.mail.tokens import Tokens
 from newsletter.subscribers import rules as subscribers
@@ -95,7 +102,8 @@ def events(app: App, subscriber_id: int) -> list[tuple[EventKind, str]]:
 
 
 def snapshot(app: App) -> tuple[object, ...]:
-    """Everything a request could change: subscribers, events, throttle counters."""
+    """Everything a request could change: subscribers, events, throttle counters, spent
+    challenges."""
     with app.transaction() as session:
         people = session.execute(
             select(
@@ -111,6 +119,7 @@ def snapshot(app: App) -> tuple[object, ...]:
             tuple(people),
             session.scalar(select(func.count()).select_from(Event)),
             session.scalar(select(func.count()).select_from(Throttle)),
+            session.scalar(select(func.count()).select_from(UsedChallenge)),
         )
 
 
@@ -288,7 +297,8 @@ def bad_tokens(tokens: Tokens, subscriber_id: int, app: App) -> Iterator[str]:
     yield good[: len(good) // 2]  # truncated
     yield "1" + good  # altered payload
     yield tokens.unsubscribe(subscriber_id + 1000)  # well signed, nobody
-    yield Tokens(("some-other-key",), tokens.list_id).unsubscribe(subscriber_id)  # foreign key
+    foreign = Tokens(("some-other-key-" + "x" * 32,), tokens.list_id)
+    yield foreign.unsubscribe(subscriber_id)  # foreign key
     yield Tokens(tokens.secret_keys, "other.example.org").unsubscribe(subscriber_id)  # other list
     yield tokens.confirm(subscriber_id, app.clock.now())  # right key, wrong purpose
 
@@ -312,7 +322,7 @@ def test_links_signed_with_a_rotated_out_key_keep_working(
 ) -> None:
     subscriber_id = add(app, "reader@example.org")
     old_link = f"/u/{tokens.unsubscribe(subscriber_id)}"
-    rotated = replace(settings, secrets=Secrets(secret_keys=("a-new-key", SECRET_KEY)))
+    rotated = replace(settings, secrets=Secrets(secret_keys=("a-new-key-" + "x" * 32, SECRET_KEY)))
     with_new_key = App(rotated, app.engine, app.sessions, app.clock)
 
     response = create_app(with_new_key).test_client().post(old_link, data=ONE_CLICK)
@@ -519,6 +529,61 @@ def test_the_served_form_carries_a_challenge_that_counts_after_two_seconds(
     response = subscribe(client, "patient@example.org", form=challenge)
     assert "Check your inbox" in response.get_data(as_text=True)
     assert len(mails(outbox)) == 1
+
+
+def test_a_served_form_counts_once_whoever_sends_it(
+    app: App, client: FlaskClient, outbox: Path
+) -> None:
+    challenge = served_form(client)
+    first = subscribe(client, "first@example.org", ip="198.51.100.1", form=challenge)
+    before = snapshot(app)
+
+    replays = [
+        subscribe(client, f"replay{n}@example.org", ip=f"198.51.100.{n + 2}", form=challenge)
+        for n in range(3)
+    ]
+
+    assert "Check your inbox" in first.get_data(as_text=True)
+    for replay in replays:
+        assert replay.status_code == 200
+        assert "One more step" in replay.get_data(as_text=True)
+    assert snapshot(app) == before
+    assert [str(m["To"]) for m in mails(outbox)] == ["first@example.org"]
+
+
+def test_two_requests_racing_with_one_form_let_only_one_through(
+    app: App, client: FlaskClient, outbox: Path
+) -> None:
+    challenge = served_form(client)
+    start = threading.Barrier(2, timeout=30)
+    pages: dict[int, str] = {}
+
+    def send(n: int) -> None:
+        racer = client.application.test_client()
+        start.wait()
+        response = subscribe(racer, f"racer{n}@example.org", ip=f"192.0.2.{n + 1}", form=challenge)
+        pages[n] = response.get_data(as_text=True)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted("Check your inbox" in page for page in pages.values()) == [False, True]
+    assert len(mails(outbox)) == 1
+    with app.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+
+def test_spent_challenges_are_forgotten_once_too_old_to_count(
+    app: App, client: FlaskClient, clock: FixedClock
+) -> None:
+    subscribe(client, "early@example.org", ip="192.0.2.1")
+    clock.advance(13 * 3600)
+    subscribe(client, "late@example.org", ip="192.0.2.2")
+    with app.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(UsedChallenge)) == 1
 
 
 def test_a_filled_honeypot_is_dropped_silently(app: App, client: FlaskClient, outbox: Path) -> None:
@@ -729,6 +794,27 @@ def test_archive_lists_sent_issues_newest_first_and_shows_them(
         assert client.get(f"/archive/{missing}").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/archive", "https://news.example.org/archive/"),
+        ("/archive?page=2", "https://news.example.org/archive/?page=2"),
+        ("/archive//2024-W47", "https://news.example.org/archive/2024-W47"),
+    ],
+)
+def test_redirects_name_the_configured_site_whatever_the_host_header_says(
+    app: App, path: str, expected: str
+) -> None:
+    app.settings = replace(app.settings, web=replace(app.settings.web, proxy_hops=1))
+    client = create_app(app).test_client()
+    headers = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    for method in (client.get, client.head):
+        response = method(path, headers=headers)
+        assert response.status_code == 308
+        assert response.headers["Location"] == expected
+        assert "evil.example" not in response.get_data(as_text=True)
+
+
 def test_archive_pages_hold_no_personal_data(app: App, client: FlaskClient, tokens: Tokens) -> None:
     subscriber_id = add(app, "private.person@example.org", name="Private Person")
     make_issue(app, "2024-W47", IssueStatus.SENT, "Forty-seven")
@@ -778,6 +864,17 @@ def test_serve_without_a_secret_key_exits_with_one_line(cli: Cli) -> None:
     assert "Traceback" not in result.output
 
 
+def test_serve_with_a_short_secret_key_exits_with_one_line(cli: Cli) -> None:
+    # An address this machine does not have: were the key accepted, serving would fail
+    # at once rather than run forever.
+    result = cli("serve", "--host", "192.0.2.1", env={"NEWSLETTER_SECRET_KEY": "a"})
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "at least 32 bytes" in result.output
+    assert "secrets.token_urlsafe(32)" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_a_confirmation_the_mail_server_refuses_can_be_retried_at_once(
     app: App, settings: Settings
 ) -> None:
@@ -814,3 +911,41 @@ def test_forwarded_address_is_trusted_only_behind_configured_proxies(
     subscriber = standing(app, "behind@example.org")
     assert subscriber is not None
     assert subscriber.consent_ip == expected
+
+
+def test_a_test_copy_views_its_draft_in_the_browser_before_it_is_sent(
+    app: App, client: FlaskClient, outbox: Path, clock: FixedClock
+) -> None:
+    fetch_sources(app, [str(Path(__file__).resolve().parent.parent / "examples" / "feed.xml")])
+    build_issue(app, Week(2024, 47))
+    send_test(app, Week(2024, 47), ["editor@example.org"])
+    (copy,) = mails(outbox)
+    html, text = copy.get_body(("html",)), copy.get_body(("plain",))
+    assert html is not None
+    assert text is not None
+    links = re.findall(r'href="([^"]*)"[^>]*>View in browser', html.get_content())
+    assert links
+    assert all(link.startswith("https://news.example.org/archive/draft/") for link in links)
+    assert links[0] in text.get_content()
+    path = links[0].removeprefix("https://news.example.org")
+
+    # The archive shows only sent issues; the signed draft page shows this one now.
+    assert client.get("/archive/2024-W47").status_code == 404
+    for _ in range(2):
+        page = client.get(path)
+        assert page.status_code == 200
+        assert "Nordic defence ministers" in page.get_data(as_text=True)
+        assert page.headers["Cache-Control"] == "private, no-store"
+        assert "noindex" in page.headers["X-Robots-Tag"]
+    with app.transaction() as session:
+        issue = session.scalars(select(Issue)).one()
+        assert issue.status is IssueStatus.DRAFT  # the GETs changed nothing
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+
+    token = path.rsplit("/", 1)[1]
+    assert client.get(f"{path[:-1]}{'A' if token[-1] != 'A' else 'B'}").status_code == 404
+    assert client.get("/archive/draft/1").status_code == 404
+    clock.advance(31 * 24 * 3600)
+    expired = client.get(path)
+    assert expired.status_code == 404
+    assert "expired" in expired.get_data(as_text=True)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from newsletter.clock import Clock
 from newsletter.config import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -13,8 +14,9 @@ if TYPE_CHECKING:
 
 
 class CliContext:
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, clock: Clock | None = None) -> None:
         self.config_path = config_path
+        self.clock = clock
         self._settings: Settings | None = None
         self._app: App | None = None
 
@@ -29,7 +31,7 @@ class CliContext:
         if self._app is None:
             from newsletter.app import App  # noqa: PLC0415 - `--help` must not load the database
 
-            self._app = App.create(self.settings)
+            self._app = App.create(self.settings, clock=self.clock)
         if check_schema:
             self._app.check_schema()
         return self._app

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from newsletter.cli.context import CliContext, pass_context
-from newsletter.cli.issue import issue, week_option
+from newsletter.cli.issue import echo_changes, issue, week_option
 from newsletter.issue.periods import Week
 from newsletter.issue.preview import preview_issue
 
@@ -29,12 +29,14 @@ from newsletter.issue.preview import preview_issue
 def preview(
     ctx: CliContext, week: Week | None, output: Path | None, text: bool, open_it: bool
 ) -> None:
-    """Write the week's rendered issue, filled in for a sample reader."""
+    """Re-select the draft and write it, filled in for a sample reader."""
     ctx.warn_about_templates()
-    shown = preview_issue(ctx.app(), week, text=text)
-    chosen, rendered = shown.week, shown.content
-    if shown.rebuilt:
-        click.echo(f"Templates changed since {chosen} was built: rebuilt the draft.", err=True)
+    chosen, rendered, refresh, rerendered = preview_issue(ctx.app(), week, text=text)
+    if rerendered:
+        click.echo(f"Templates changed since {chosen} was built: rendered it again.", err=True)
+    if refresh.withdrawn:
+        click.echo(f"Showing {chosen} as approved; `newsletter send` will re-select it.", err=True)
+    echo_changes(refresh, err=True)
     if output is None and open_it:
         suffix = ".txt" if text else ".html"
         output = Path(tempfile.gettempdir()) / f"newsletter-preview-{chosen}{suffix}"

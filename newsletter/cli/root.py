@@ -34,11 +34,8 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "Run init, import, fetch, build and send on example data, into an outbox folder.",
     ),
     "init": (("database",), "Create the database, or migrate it to the current schema."),
-    "issue": (("issue", "preview"), "Build, review and adjust the week's issue."),
-    "send": (
-        ("sending",),
-        "Send (or resume sending) the week's issue to all active subscribers.",
-    ),
+    "issue": (("issue", "preview"), "Build, review, adjust and approve the next issue."),
+    "send": (("sending",), "Send (or resume sending) an issue to all active subscribers."),
     "serve": (("web",), "Serve unsubscribe, subscribe, confirm and the archive until interrupted."),
     "stats": (
         ("reports",),
@@ -108,6 +105,8 @@ def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
         level=log_level.upper(),
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    cli_context = CliContext(config_path)
+    # A caller may hand in the clock as the context object (`main(obj=clock)`), so the real
+    # command line can be driven across weeks in-process.
+    cli_context = CliContext(config_path, clock=ctx.obj)
     ctx.obj = cli_context
     ctx.call_on_close(cli_context.close)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import click
 
 from newsletter.cli.context import CliContext, pass_context
-from newsletter.cli.issue import week_option
+from newsletter.cli.issue import echo_changes, week_option
 from newsletter.cli.root import main
 from newsletter.db.models import IssueStatus
 from newsletter.delivery import send as delivery
@@ -24,8 +24,8 @@ from newsletter.delivery.send import (
     send_test,
 )
 from newsletter.errors import StateError, UsageError
-from newsletter.issue.build import build_issue
-from newsletter.issue.listing import resolve_week
+from newsletter.issue.listing import last_closed, periods
+from newsletter.issue.live import refresh_draft
 from newsletter.issue.periods import Week
 
 
@@ -73,7 +73,10 @@ def send(
     resend_uncertain: bool,
     if_new: bool,
 ) -> None:
-    """Send (or resume sending) the week's issue to all active subscribers.
+    """Send (or resume sending) an issue to all active subscribers.
+
+    Without --week: the issue of the period that closed most recently. An issue that is not
+    approved is re-selected first, keeping every override, and what changed is listed.
 
     Exit status: 0 when everyone was reached, 1 when some deliveries failed, remain in doubt
     or there was nothing to send, 2 for usage errors.
@@ -82,16 +85,38 @@ def send(
         raise UsageError("--test and --dry-run cannot be combined")
     app = ctx.app()
     ctx.warn_about_templates()
-    chosen = resolve_week(app, week)
-    plan = prepare_send(app, chosen, build=lambda w: build_issue(app, w))
-    if if_new and (plan.articles == 0 or plan.status is IssueStatus.SENT):
-        why = "has no articles" if plan.articles == 0 else "was already sent"
+    if not dry_run:
+        # An unusable transport is refused before the draft is re-selected or anything else
+        # changes.
+        app.transport  # noqa: B018
+    chosen = week or last_closed(app)
+    closes = periods(app).close(chosen)
+    if closes > app.clock.now() and not (test_addresses or dry_run):
+        click.echo(
+            f"note: the period of {chosen} is open until {closes:%Y-%m-%d %H:%M} UTC; articles "
+            f"published later in it will go into {chosen.next()}, marked late."
+        )
+    refresh = refresh_draft(app, chosen, reselect_approved=yes)
+    echo_changes(refresh)
+    if refresh.withdrawn and not refresh.stored and not (test_addresses or dry_run):
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "refusing to send a withdrawn approval without confirmation; add --yes to "
+                "re-select and send"
+            )
+        click.confirm("Re-select the issue with these changes?", abort=True)
+        refresh = refresh_draft(app, chosen, reselect_approved=True)
+    if refresh.approved:
+        click.echo(f"Sending {chosen} as approved.")
+    plan = prepare_send(app, chosen)
+    if if_new and (plan is None or not plan.articles or plan.status is IssueStatus.SENT):
+        why = "was already sent" if plan and plan.status is IssueStatus.SENT else "has no articles"
         click.echo(f"Nothing to do: the issue for {chosen} {why}.")
         return
-    if plan.articles == 0:
+    if plan is None or not plan.articles:
         raise StateError(
             f"the issue for {chosen} has no articles; there is nothing to send",
-            hint="fetch articles or include some, then run `newsletter issue build`",
+            hint="fetch articles or include some, then run `newsletter send` again",
         )
     if test_addresses:
         _finish(send_test(app, chosen, test_addresses))
@@ -152,7 +177,11 @@ def _with_progress(
             bar.update(step, "waiting to retry" if progress.waiting else rate)
             shown += step
 
-        return run(update)
+        report = run(update)
+        # The last word is the outcome, not a retry wait that is long over.
+        bar.update(0, "done")
+        bar.render_progress()
+        return report
 
 
 def _finish(report: SendReport) -> None:

@@ -20,4 +20,4 @@ def serve(context: CliContext, host: str | None, port: int | None) -> None:
     host = host or app.settings.web.host
     port = port or app.settings.web.port
     click.echo(f"Serving {app.settings.newsletter.name} on http://{host}:{port} (Ctrl-C stops)")
-    web.serve(application, host=host, port=port)
+    web.serve(application, host=host, port=port, proxy_hops=app.settings.web.proxy_hops)

@@ -168,6 +168,18 @@ class Throttle(Base):
     hits: Mapped[int] = mapped_column(Integer)
 
 
+class UsedChallenge(Base):
+    """A subscribe form's challenge that has already carried a request: each counts once.
+
+    `served_at` lets a row go once its challenge is too old to pass anyway.
+    """
+
+    __tablename__ = "used_challenges"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    served_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Article(Base):
     __tablename__ = "articles"
 
@@ -184,6 +196,7 @@ class Article(Base):
     image_url: Mapped[str] = mapped_column(String(2000), default="")
     image_alt: Mapped[str] = mapped_column(Text, default="")
     image_credit: Mapped[str] = mapped_column(Text, default="")
+    image_width: Mapped[int] = mapped_column(default=0)  # natural width; 0 when unknown
     feed_url: Mapped[str] = mapped_column(String(2000), default="")
     fetched_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -215,6 +228,8 @@ class Issue(Base):
     built_at: Mapped[datetime | None]
     send_started_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
+    # Set by `issue approve`: the selection is frozen until an override or a new article.
+    approved_at: Mapped[datetime | None]
 
     articles: Mapped[list[IssueArticle]] = relationship(
         back_populates="issue",
@@ -247,6 +262,7 @@ class OverrideKind(enum.StrEnum):
     EXCLUDE = "exclude"
     INCLUDE = "include"
     MOVE = "move"
+    SECTION = "section"
 
 
 class Override(Base):
@@ -259,6 +275,7 @@ class Override(Base):
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
     kind: Mapped[OverrideKind] = mapped_column(_enum(OverrideKind, "override_kind"))
     position: Mapped[int | None]
+    section: Mapped[str] = mapped_column(String(100), default="", server_default="")
     created_at: Mapped[datetime]
 
     issue: Mapped[Issue] = relationship(back_populates="overrides")

@@ -13,7 +13,7 @@ import fcntl
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +35,7 @@ from newsletter.delivery.options import (
 from newsletter.delivery.workers import SendWorkers
 from newsletter.errors import NewsletterError, StateError
 from newsletter.issue.periods import Week
+from newsletter.issue.render import archive_url, draft_url
 from newsletter.mail.headers import Recipient
 from newsletter.mail.message import DkimKey, IssueParts, MessageFactory
 from newsletter.mail.tokens import Tokens
@@ -72,18 +73,9 @@ class SendPlan:
     uncertain: int
 
 
-def prepare_send(app: Sending, week: Week, *, build: Callable[[Week], object]) -> SendPlan:
-    """The issue as it stands before a send, built first (with `build`) if it never was."""
-    plan = _plan(app, week)
-    if plan is None:
-        build(week)
-        plan = _plan(app, week)
-    if plan is None:  # pragma: no cover - build always stores the issue
-        raise StateError(f"the issue for {week} could not be built")
-    return plan
-
-
-def _plan(app: Sending, week: Week) -> SendPlan | None:
+def prepare_send(app: Sending, week: Week) -> SendPlan | None:
+    """The issue as it stands before a send (the caller re-selects a live draft first), or
+    None when no issue is stored: nothing was ever selected for the period."""
     with app.transaction() as session:
         issue = session.scalars(select(Issue).where(Issue.week == str(week))).one_or_none()
         if issue is None or issue.built_at is None:
@@ -110,14 +102,27 @@ def _plan(app: Sending, week: Week) -> SendPlan | None:
     )
 
 
-def _factory(app: Sending, issue: Issue, *, ask_relay: bool = True) -> MessageFactory:
-    """The issue's messages, addressed as the relay can take them (a dry run asks no
-    relay)."""
+def _factory(
+    app: Sending, issue: Issue, *, ask_relay: bool = True, test: bool = False
+) -> MessageFactory:
+    """The issue's messages, addressed as the relay can take them (a dry run asks no relay).
+
+    Test copies say so in the subject, so a forwarded or misfiled one is never taken for the
+    issue readers received, and their "View in browser" leads to the signed draft page, since
+    the archive shows only sent issues.
+    """
     settings = app.settings
+    tokens = Tokens(settings.secrets.secret_keys, settings.list_id)
+    subject = f"[TEST] {issue.subject}" if test else issue.subject
+    parts = IssueParts(issue.id, issue.week, subject, issue.html, issue.text)
+    if test:
+        token = tokens.draft(issue.id, app.clock.now())
+        week = Week.parse(issue.week)
+        parts = parts.linking(archive_url(settings, week), draft_url(settings, token))
     return MessageFactory(
         settings,
-        Tokens(settings.secrets.secret_keys, settings.list_id),
-        IssueParts(issue.id, issue.week, issue.subject, issue.html, issue.text),
+        tokens,
+        parts,
         DkimKey.from_settings(settings),
         utf8_relay=app.transport.takes_utf8_addresses if ask_relay else None,
     )
@@ -267,7 +272,7 @@ def _group(replies: Sequence[str]) -> dict[str, int]:
 def send_test(app: Sending, week: Week, addresses: Sequence[str]) -> SendReport:
     """The real message to these addresses only; the ledger and the issue are left alone."""
     issue = _sendable(app, week)
-    factory = _factory(app, issue)
+    factory = _factory(app, issue, test=True)
     report = SendReport(week=str(week), mode="test")
     started = app.clock.monotonic()
     failures: list[str] = []

@@ -15,19 +15,19 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
 
 import feedparser
 
 from newsletter.errors import FeedError
+from newsletter.feeds.images import MediaImage, choose_image
 from newsletter.feeds.teasers import (
     IMAGE_SCHEMES,
-    MediaImage,
-    choose_image,
     make_teaser,
     one_line,
     plain_text,
@@ -61,6 +61,7 @@ class FeedEntry:
     image_url: str
     image_alt: str
     image_credit: str
+    image_width: int = 0  # natural width in pixels; 0 when the feed does not say
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class FeedOptions:
     zone: ZoneInfo
     teaser_words: int
     max_bytes: int
+    section_paths: tuple[tuple[str, str], ...] = ()  # (URL path prefix, section)
 
 
 def parse_feed(data: bytes, source_url: str, options: FeedOptions) -> ParsedFeed:
@@ -101,11 +103,22 @@ def _section_key(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.casefold())
 
 
-def _classify(categories: Sequence[str], sections: Sequence[str]) -> tuple[str, str]:
-    """(section, kicker): the first category that names a configured section, and the first
-    one that does not."""
-    by_key = {_section_key(s): s for s in sections}
-    section = next((by_key[k] for c in categories if (k := _section_key(c)) in by_key), "")
+def _classify(categories: Sequence[str], url: str, options: FeedOptions) -> tuple[str, str]:
+    """(section, kicker).
+
+    The section is the one whose URL path prefix (the longest, when several match) the
+    article's address starts with; only without one, the first category that names a
+    configured section. A site files each article under exactly one path, while it may tag
+    it with several regions. The kicker is the first category that names no section.
+    """
+    by_key = {_section_key(s): s for s in options.sections}
+    path = urlsplit(url).path.casefold()
+    matching = [(p, s) for p, s in options.section_paths if path.startswith(p.casefold())]
+    if matching:
+        longest = max(matching, key=lambda pair: len(pair[0]))[1]
+        section = by_key.get(_section_key(longest), longest)
+    else:
+        section = next((by_key[k] for c in categories if (k := _section_key(c)) in by_key), "")
     kicker = next((c for c in categories if _section_key(c) not in by_key), "")
     return section, kicker
 
@@ -170,8 +183,8 @@ def _entry(
     if not url or len(url) > MAX_KEY or not title:
         return None
     cats = _unique(categories)
-    section, kicker = _classify(cats, options.sections)
-    image = choose_image(media, [body], base, alt=media_alt, credit=media_credit)
+    section, kicker = _classify(cats, url, options)
+    image = choose_image(media, [body], base, alt=media_alt, credit=media_credit, headline=title)
     return FeedEntry(
         guid=_key(one_line(guid) or url),
         url=url,
@@ -185,6 +198,7 @@ def _entry(
         image_url=image.url if image else "",
         image_alt=one_line(image.alt) if image else "",
         image_credit=one_line(image.credit) if image else "",
+        image_width=image.width if image else 0,
     )
 
 
@@ -206,13 +220,13 @@ def _parse_xml(data: bytes, source_url: str, options: FeedOptions) -> ParsedFeed
     feed = parsed.get("feed", {})
     base = _web_base(source_url, str(feed.get("link", "")))
     items = parsed.get("entries", [])
-    descriptions = _media_descriptions(data, str(parsed.get("encoding", "")))
-    if len(descriptions) != len(items):
-        descriptions = [""] * len(items)
+    extras = _item_extras(data, str(parsed.get("encoding", "")))
+    if len(extras) != len(items):
+        extras = [_ItemExtras() for _ in items]
     entries: list[FeedEntry] = []
     skipped = 0
-    for item, media_description in zip(items, descriptions, strict=True):
-        entry = _xml_entry(item, media_description, base, options)
+    for item, extra in zip(items, extras, strict=True):
+        entry = _xml_entry(item, extra, base, options)
         if entry is None:
             skipped += 1
         else:
@@ -228,38 +242,64 @@ def _xml_title(node: Mapping[str, Any]) -> str:
     return one_line(title)
 
 
-def _media_descriptions(data: bytes, encoding: str) -> list[str]:
-    """media:description per item, in document order.
+@dataclass
+class _ItemExtras:
+    """What we read from an item ourselves, beside feedparser."""
+
+    media_description: str = ""
+    images: list[str] = field(default_factory=list)  # <bigimage>, then <image>
+
+
+_IMAGE_TAGS = {"bigimage": 0, "image": 1}
+
+
+def _item_extras(data: bytes, encoding: str) -> list[_ItemExtras]:
+    """media:description and <image>/<bigimage> per item, in document order.
 
     feedparser files media:description under the item's own summary or content, so the
     image's alt text would be mistaken for the article text; reading it here lets us keep
-    the two apart. Empty when the document cannot be read this way (feedparser's more
-    forgiving reading still stands).
+    the two apart. The <image> and <bigimage> elements some publishers put in an item
+    (a URL, or an <url> inside) feedparser drops or mixes into the entry. Empty when the
+    document cannot be read this way (feedparser's more forgiving reading still stands).
 
     The text is decoded with the `encoding` feedparser found: expat reads no multi-byte
     encoding but UTF-8 and UTF-16 by itself (a gb2312 feed would raise ValueError), and
     handed a str it ignores the declaration and reads UTF-8.
     """
-    found: list[str] = []
-    state: dict[str, str | None] = {"item": None, "text": None}
+    found: list[_ItemExtras] = []
+    item: _ItemExtras | None = None
+    images: dict[int, str] = {}
+    stack: list[str] = []
+    text: list[str] = []
 
     def start(name: str, _attrs: dict[str, str]) -> None:
+        nonlocal item
+        stack.append(name)
+        text.clear()
         if name in _ITEM_TAGS:
-            state["item"] = ""
-        elif name == f"{MRSS}description" and state["item"] == "":
-            state["text"] = ""
+            item = _ItemExtras()
+            images.clear()
 
     def end(name: str) -> None:
+        nonlocal item
+        stack.pop()
+        value = "".join(text).strip()
+        text.clear()
+        if item is None:
+            return
         if name in _ITEM_TAGS:
-            found.append(state["item"] or "")
-            state["item"] = None
-        elif name == f"{MRSS}description" and state["text"] is not None:
-            state["item"] = state["text"] or ""
-            state["text"] = None
+            item.images = [images[rank] for rank in sorted(images)]
+            found.append(item)
+            item = None
+        elif name == f"{MRSS}description" and not item.media_description:
+            item.media_description = value
+        elif value and _local(name) in _IMAGE_TAGS:
+            images.setdefault(_IMAGE_TAGS[_local(name)], value)
+        elif value and _local(name) == "url" and stack and _local(stack[-1]) in _IMAGE_TAGS:
+            images.setdefault(_IMAGE_TAGS[_local(stack[-1])], value)
 
-    def text(data: str) -> None:
-        if state["text"] is not None:
-            state["text"] += data
+    def characters(data: str) -> None:
+        text.append(data)
 
     def refuse_entities(*_args: object) -> None:
         raise _EntitiesRefused
@@ -268,7 +308,7 @@ def _media_descriptions(data: bytes, encoding: str) -> list[str]:
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartElementHandler = start
     parser.EndElementHandler = end
-    parser.CharacterDataHandler = text
+    parser.CharacterDataHandler = characters
     parser.EntityDeclHandler = refuse_entities
     try:
         parser.Parse(data.decode(encoding) if encoding else data, True)
@@ -277,14 +317,19 @@ def _media_descriptions(data: bytes, encoding: str) -> list[str]:
     return found
 
 
+def _local(name: str) -> str:
+    """An element's name without its namespace: publishers put <image> in several."""
+    return name.rpartition("}")[2]
+
+
 class _EntitiesRefused(Exception):
     """A DTD that declares entities: not worth the risk for an alt text."""
 
 
 def _xml_entry(
-    item: dict[str, Any], media_description: str, base: str, options: FeedOptions
+    item: dict[str, Any], extra: _ItemExtras, base: str, options: FeedOptions
 ) -> FeedEntry | None:
-    media_text = media_description.strip()
+    media_text = extra.media_description.strip()
     texts = [
         *(str(part.get("value", "")) for part in item.get("content", [])),
         str(item.get("summary", "")),
@@ -305,6 +350,7 @@ def _xml_entry(
             MediaImage(str(e.get("href", "")), str(e.get("type", "")))
             for e in item.get("enclosures", [])
         ),
+        *(MediaImage(url) for url in extra.images),
     ]
     credits = item.get("media_credit") or []
     credit = next((str(c.get("content", "")) for c in credits if c.get("content")), "")

@@ -59,6 +59,7 @@ def feed_options(app: Ingesting) -> FeedOptions:
         zone=app.settings.newsletter.zone,
         teaser_words=feeds.teaser_words,
         max_bytes=feeds.max_bytes,
+        section_paths=feeds.section_paths,
     )
 
 
@@ -172,6 +173,7 @@ def _values(entry: FeedEntry, existing: Article | None) -> dict[str, object]:
         "image_url": entry.image_url,
         "image_alt": entry.image_alt,
         "image_credit": entry.image_credit,
+        "image_width": entry.image_width,
     }
 
 

@@ -1,9 +1,11 @@
-"""Teasers and lead images, made from whatever HTML a feed carries.
+"""Teasers, made from whatever HTML a feed carries.
 
 Feed HTML is untrusted: it is sanitised with nh3 down to paragraphs, links and emphasis, and
 only then cut to the word budget. The cut is made on our own small tree of paragraphs and
 inline runs, which we serialise ourselves, so an excerpt can never end inside a tag or leave
-one open.
+one open. A teaser is a digest's few lines, so what only makes sense on the article's page
+goes first: footnote markers, "Read more" and "Continue reading" links, "Quick summary"
+labels, photo credits and the "The post ... appeared first on ..." line.
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ IMAGE_SCHEMES = frozenset({"http", "https"})
 
 # Block tags survive the first pass only so that their boundaries become paragraph breaks.
 _BLOCKS = frozenset(
-    {"p", "div", "li", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article"}
+    {
+        *("p", "div", "li", "blockquote", "section", "article", "figure"),
+        *("h1", "h2", "h3", "h4", "h5", "h6"),
+    }
 )
 _INLINE = {"a": "a", "em": "em", "i": "em", "strong": "strong", "b": "strong"}
 _DROP_WITH_CONTENT = frozenset(
     {
         "script",
         "style",
-        "figure",
         "figcaption",
         "noscript",
         "template",
@@ -48,10 +52,34 @@ _DROP_WITH_CONTENT = frozenset(
 )
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*(?=\s|$)")
+# A paragraph that is nothing but one of these is the page's furniture, not the article.
 _BOILERPLATE = re.compile(
-    r"^(continue reading|read more|to read this article in full|the post .* appeared first on)",
+    r"^(continue reading|read more|keep reading|to read this article in full"
+    r"|the post .* appeared first on|quick summary\W*$|https?://\S+$"
+    r"|(image|photo|photograph|picture)s?( by\b|\s*:|\s+credit\b)\S*(\s+\S+){0,8}\s*$)",
     re.IGNORECASE,
 )
+_LEADING_LABEL = re.compile(r"^quick summary\s*(?:[:\u21ac\u2192\u2014\u2013|>-]+\s*)?", re.I)
+# "... more text. Read more »", "... [\u2026] Continue reading "Title" \u2192", "The post X
+# appeared first on Y." at the end of a paragraph; the label follows a sentence end, an
+# ellipsis or a bracket, so "I want to read more books." is left alone.
+_TRAILING_LABEL = re.compile(
+    r"(?:\s*\[?(?:\u2026|\.\.\.)\]?|(?<=[.!?\u2026\])])|^)\s*[\[(]?"
+    r"(?:continue reading|read more|keep reading|the post\b.{0,300}?\bappeared first on)"
+    r"\S*(?:\s+\S+){0,15}\s*$",
+    re.IGNORECASE,
+)
+# WordPress ends an excerpt with "[\u2026]"; the reader only needs the ellipsis.
+_BRACKETED_ELLIPSIS = re.compile(r"\s*\[(?:\u2026|\.\.\.)\]\s*$")
+_CUT_SHORT = re.compile(r"\s*\[?(?:\u2026|\.\.\.)")
+_FOOTNOTE = re.compile(
+    r"\s?\[\d{1,3}\]|(?<=[.,;:!?'\"\u201d\u2019)])[\u00b9\u00b2\u00b3\u2070-\u2079]+"
+)
+_FOOTNOTE_MARK = re.compile(r"^[\[(]?(?:\d{1,3}|[*\u2020\u2021\u00a7])[\])]?$")
+# How far past the budget a teaser may run to end on a whole sentence, and how short of it
+# a whole sentence is still near enough.
+OVERRUN = 0.25
+SHORTFALL = 0.3
 
 
 def valid_text(text: str) -> str:
@@ -102,7 +130,7 @@ def sanitise(fragment: str, base: str) -> str:
 
     return nh3.clean(
         fragment,
-        tags=set(_BLOCKS | _INLINE.keys() | {"br"}),
+        tags=set(_BLOCKS | _INLINE.keys() | {"br", "sup"}),
         attributes={"a": {"href"}},
         clean_content_tags=set(_DROP_WITH_CONTENT),
         url_schemes=set(SAFE_SCHEMES),
@@ -126,6 +154,7 @@ class _Paragraphs(HTMLParser):
         self.paragraphs: list[list[_Run]] = []
         self._current: list[_Run] = []
         self._marks: list[tuple[str, str]] = []
+        self._superscript: list[_Run] | None = None
 
     def _break(self) -> None:
         if "".join(run.text for run in self._current).strip():
@@ -135,6 +164,8 @@ class _Paragraphs(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _BLOCKS:
             self._break()
+        elif tag == "sup":
+            self._superscript = []
         elif tag == "br":
             self._current.append(_Run(" ", tuple(self._marks)))
         elif tag in _INLINE:
@@ -144,6 +175,8 @@ class _Paragraphs(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in _BLOCKS:
             self._break()
+        elif tag == "sup" and self._superscript is not None:
+            self._end_superscript(self._superscript)
         elif tag in _INLINE:
             wanted = _INLINE[tag]
             for index in range(len(self._marks) - 1, -1, -1):
@@ -152,10 +185,21 @@ class _Paragraphs(HTMLParser):
                     break
 
     def handle_data(self, data: str) -> None:
-        self._current.append(_Run(data, tuple(self._marks)))
+        runs = self._current if self._superscript is None else self._superscript
+        runs.append(_Run(data, tuple(self._marks)))
+
+    def _end_superscript(self, runs: list[_Run]) -> None:
+        """A footnote marker (a number after a word, a dagger) goes; an exponent stays."""
+        self._superscript = None
+        before = _text(self._current).rstrip()
+        if _FOOTNOTE_MARK.match(_text(runs).strip()) and not before[-1:].isdigit():
+            return
+        self._current.extend(runs)
 
     def close(self) -> None:
         super().close()
+        if self._superscript is not None:
+            self._current.extend(self._superscript)
         self._break()
 
 
@@ -183,33 +227,86 @@ def _text(runs: Sequence[_Run]) -> str:
     return "".join(run.text for run in runs)
 
 
-def _truncate(runs: Sequence[_Run], length: int) -> list[_Run]:
+def _slice(runs: Sequence[_Run], start: int, end: int) -> list[_Run]:
+    """The runs' text from character `start` to `end`, each piece keeping its marks."""
     out: list[_Run] = []
+    offset = 0
     for run in runs:
-        if length <= 0:
-            break
-        out.append(_Run(run.text[:length], run.marks))
-        length -= len(run.text)
+        piece = run.text[max(start - offset, 0) : max(end - offset, 0)]
+        if piece:
+            out.append(_Run(piece, run.marks))
+        offset += len(run.text)
     return out
 
 
-def _cut(runs: Sequence[_Run], budget: int, *, forced: bool) -> list[_Run]:
-    """The longest run of whole sentences within `budget` words; with `forced`, at least
-    `budget` words followed by an ellipsis when no sentence fits."""
+def _clean(runs: Sequence[_Run]) -> list[_Run]:
+    """A paragraph without footnote markers, labels and bracketed ellipses; empty when it
+    was only page furniture."""
+    runs = [_Run(_FOOTNOTE.sub("", run.text), run.marks) for run in runs]
+    runs = _normalise(runs)
     text = _text(runs)
-    best = 0
-    for match in _SENTENCE_END.finditer(text):
-        if len(text[: match.end()].split()) > budget:
-            break
-        best = match.end()
-    if best:
-        return _truncate(runs, best)
-    if not forced or budget <= 0:
+    if _BOILERPLATE.match(text):
         return []
-    words = list(re.finditer(r"\S+", text))
-    end = words[min(budget, len(words)) - 1].end()
-    cut = _truncate(runs, end)
-    return [*cut, _Run("\u2026", ())]
+    lead = _LEADING_LABEL.match(text)
+    start = lead.end() if lead else 0
+    end = len(text)
+    for pattern in (_TRAILING_LABEL, _BRACKETED_ELLIPSIS):
+        found = pattern.search(text, start, end)
+        if found:
+            end = found.start()
+    ellipsis = end < len(text) and bool(_CUT_SHORT.match(text, end))
+    cleaned = _normalise(_slice(runs, start, end))
+    if cleaned and ellipsis:
+        cleaned.append(_Run("\u2026", ()))
+    return cleaned
+
+
+def _cut(paragraphs: Sequence[Sequence[_Run]], budget: int) -> list[list[_Run]]:
+    """The paragraphs cut near `budget` words.
+
+    Everything when it fits. Otherwise the last sentence end within the budget, when it
+    leaves no more than a SHORTFALL of it unused; else the first sentence end within an
+    OVERRUN past it; else exactly `budget` words and an ellipsis.
+    """
+    texts = [_text(runs) for runs in paragraphs]
+    if sum(len(text.split()) for text in texts) <= budget:
+        return [list(runs) for runs in paragraphs]
+    ends: list[tuple[int, int, int]] = []  # (words so far, paragraph, character offset)
+    before = 0
+    for index, text in enumerate(texts):
+        for match in _SENTENCE_END.finditer(text):
+            ends.append((before + len(text[: match.end()].split()), index, match.end()))
+        before += len(text.split())
+    within = [end for end in ends if end[0] <= budget]
+    beyond = [end for end in ends if budget < end[0] <= budget + int(budget * OVERRUN)]
+    if within and within[-1][0] >= budget - int(budget * SHORTFALL):
+        chosen = within[-1]
+    elif beyond:
+        chosen = beyond[0]
+    else:
+        return _forced(paragraphs, texts, budget)
+    _words, index, offset = chosen
+    return [*(list(runs) for runs in paragraphs[:index]), _slice(paragraphs[index], 0, offset)]
+
+
+def _forced(
+    paragraphs: Sequence[Sequence[_Run]], texts: Sequence[str], budget: int
+) -> list[list[_Run]]:
+    """Exactly `budget` words, ending in an ellipsis (no sentence ends near the budget)."""
+    out: list[list[_Run]] = []
+    remaining = max(budget, 1)
+    for runs, text in zip(paragraphs, texts, strict=True):
+        words = list(re.finditer(r"\S+", text))
+        if len(words) < remaining:
+            out.append(list(runs))
+            remaining -= len(words)
+            continue
+        cut = _slice(runs, 0, words[remaining - 1].end())
+        last = cut[-1]
+        cut[-1] = _Run(last.text.rstrip(",;:\u2013\u2014-"), last.marks)
+        out.append([*cut, _Run("\u2026", ())])
+        break
+    return out
 
 
 def _serialise(runs: Iterable[_Run]) -> str:
@@ -240,29 +337,13 @@ def _close(marks: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def make_teaser(fragment: str, base: str, word_budget: int) -> str:
-    """The first paragraphs of `fragment` (at most three) within `word_budget` words, as
+    """The first paragraphs of `fragment` (at most three) cut near `word_budget` words, as
     sanitised HTML made of <p>, <a href>, <em> and <strong> only."""
     reader = _Paragraphs()
     reader.feed(sanitise(fragment, base))
     reader.close()
-    chosen: list[list[_Run]] = []
-    remaining = word_budget
-    for raw in reader.paragraphs:
-        runs = _normalise(raw)
-        text = _text(runs)
-        if not text or _BOILERPLATE.match(text):
-            continue
-        words = len(text.split())
-        if words <= remaining:
-            chosen.append(runs)
-            remaining -= words
-        else:
-            cut = _cut(runs, remaining, forced=not chosen)
-            if cut:
-                chosen.append(cut)
-            break
-        if len(chosen) == MAX_PARAGRAPHS or remaining <= 0:
-            break
+    paragraphs = [runs for runs in map(_clean, reader.paragraphs) if runs]
+    chosen = _cut(paragraphs[:MAX_PARAGRAPHS], word_budget)
     body = "".join(f"<p>{_serialise(runs)}</p>" for runs in chosen)
     # A last nh3 pass costs little and keeps the promise independent of the code above.
     return nh3.clean(
@@ -272,112 +353,3 @@ def make_teaser(fragment: str, base: str, word_budget: int) -> str:
         url_schemes=set(SAFE_SCHEMES),
         link_rel=None,
     )
-
-
-@dataclass(frozen=True)
-class Image:
-    url: str
-    alt: str = ""
-    credit: str = ""
-
-
-@dataclass(frozen=True)
-class MediaImage:
-    """An image named by the feed itself (media:content, media:thumbnail or an enclosure)."""
-
-    url: str
-    mime_type: str = ""
-    medium: str = ""
-    width: str = ""
-    height: str = ""
-
-
-def is_tracking_pixel(width: str, height: str) -> bool:
-    def tiny(value: str) -> bool:
-        digits = value.strip().lower().removesuffix("px")
-        return digits.isdigit() and int(digits) <= 2
-
-    return tiny(width) or tiny(height)
-
-
-def _is_image(media: MediaImage) -> bool:
-    if media.medium and media.medium.lower() != "image":
-        return False
-    return not media.mime_type or media.mime_type.lower().startswith("image/")
-
-
-class _FirstImage(HTMLParser):
-    """Finds the first real image in article HTML, with its alt text and figure caption."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.base = base
-        self.found: Image | None = None
-        self._in_figure = 0
-        self._figure_image: Image | None = None
-        self._caption: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {name: value or "" for name, value in attrs}
-        if tag == "figure":
-            self._in_figure += 1
-        elif tag == "figcaption" and self._figure_image is not None:
-            self._caption = []
-        elif tag == "img" and self.found is None and self._figure_image is None:
-            url = safe_url(values.get("src", ""), self.base, IMAGE_SCHEMES)
-            if not url or is_tracking_pixel(values.get("width", ""), values.get("height", "")):
-                return
-            image = Image(url, one_line(values.get("alt", "")))
-            if self._in_figure:
-                self._figure_image = image
-            else:
-                self.found = image
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "figcaption" and self._caption is not None and self._figure_image:
-            caption = one_line("".join(self._caption))
-            self._figure_image = Image(self._figure_image.url, self._figure_image.alt, caption)
-            self._caption = None
-        elif tag == "figure" and self._in_figure:
-            self._in_figure -= 1
-            if self._figure_image is not None and self.found is None:
-                self.found = self._figure_image
-            self._figure_image = None
-
-    def handle_data(self, data: str) -> None:
-        if self._caption is not None:
-            self._caption.append(data)
-
-    def close(self) -> None:
-        super().close()
-        if self.found is None:
-            self.found = self._figure_image
-
-
-def first_content_image(fragment: str, base: str) -> Image | None:
-    reader = _FirstImage(base)
-    reader.feed(fragment)
-    reader.close()
-    return reader.found
-
-
-def choose_image(
-    media: Sequence[MediaImage],
-    content_fragments: Sequence[str],
-    base: str,
-    *,
-    alt: str = "",
-    credit: str = "",
-) -> Image | None:
-    """The lead image: the feed's own media first (in the order given), else the first image
-    in the content. `alt` and `credit` come from media:description and media:credit; a
-    figure's alt text and caption fill whatever they leave empty."""
-    for item in media:
-        url = safe_url(item.url, base, IMAGE_SCHEMES)
-        if url and _is_image(item) and not is_tracking_pixel(item.width, item.height):
-            return Image(url, alt, credit)
-    for fragment in content_fragments:
-        found = first_content_image(fragment, base)
-        if found is not None:
-            return Image(found.url, alt or found.alt, credit or found.credit)
-    return None

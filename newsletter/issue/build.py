@@ -1,8 +1,9 @@
-"""The week's issue in the database: building the draft, showing it, and editors' overrides.
+"""The issue in the database: building the draft and showing it, with every decision made.
 
 A draft can be rebuilt any number of times and gives the same result for the same articles
 and overrides; once an issue is sending or sent it is a record and is never rebuilt.
 Building renders the email once and stores it, so sending never depends on the feed again.
+Both building and showing say what was left out and why, so nothing is dropped unseen.
 """
 
 from __future__ import annotations
@@ -15,18 +16,23 @@ from typing import Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from newsletter.db.models import Article, Issue, IssueArticle, IssueStatus, Override, OverrideKind
-from newsletter.errors import NotFoundError, RenderError, StateError, UsageError
-from newsletter.feeds.store import LOCKED_STATUSES
-from newsletter.issue.listing import resolve_week
+from newsletter.db.models import Article, Issue, IssueArticle, IssueStatus, Override
+from newsletter.errors import NotFoundError, RenderError, StateError
+from newsletter.issue.candidates import Pool, gather, new_since
+from newsletter.issue.listing import periods, resolve_week
 from newsletter.issue.periods import Week
 from newsletter.issue.render import GMAIL_CLIP_BYTES, IssueContent, Teaser, render_issue
-from newsletter.issue.selection import Candidate, Decision, Selected, select_articles
+from newsletter.issue.selection import (
+    Candidate,
+    Decision,
+    Selected,
+    Selection,
+    select_articles,
+)
 from newsletter.issue.templates import templates_digest
 from newsletter.runtime import Runtime
 
 
-# Overrides of the same group replace each other: the newest decision about an article wins.
 class Editing(Runtime, Protocol):
     """What building an issue needs beyond the runtime: where templates are looked up."""
 
@@ -34,7 +40,13 @@ class Editing(Runtime, Protocol):
     def templates_dirs(self) -> list[Path]: ...
 
 
-_INCLUSION = (OverrideKind.FEATURE, OverrideKind.INCLUDE, OverrideKind.EXCLUDE)
+@dataclass(frozen=True)
+class Note:
+    """An article the editors should know about, and why."""
+
+    article_id: int
+    title: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,9 @@ class BuildReport:
     subject: str
     problems: tuple[str, ...]
     html_bytes: int
+    left_out: tuple[Note, ...] = ()
+    replacements: tuple[Note, ...] = ()
+    late: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,14 +72,16 @@ class ShownArticle:
     published_at: datetime
     featured: bool
     url: str
+    late: bool = False
 
 
 @dataclass(frozen=True)
 class ShownOverride:
-    kind: OverrideKind
+    kind: str
     article_id: int
     title: str
     position: int | None
+    section: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,33 +92,43 @@ class IssueView:
     built_at: datetime | None
     articles: tuple[ShownArticle, ...]
     overrides: tuple[ShownOverride, ...]
+    period: tuple[datetime, datetime] | None = None
+    approved_at: datetime | None = None
+    withdrawn: str = ""
+    new_since_build: int = 0
+    left_out: tuple[Note, ...] = ()
+    replacements: tuple[Note, ...] = ()
 
 
 @dataclass(frozen=True)
-class OverrideReport:
-    kind: OverrideKind
-    article_id: int
-    title: str
-    build: BuildReport
+class Fresh:
+    """The selection as it would be made now, with what it was made from."""
+
+    selection: Selection
+    pool: Pool
+    articles: dict[int, Article]
 
 
 def build_issue(app: Editing, week: Week | None) -> BuildReport:
-    """Create or rebuild the week's draft; an empty week gives an empty draft, not an error."""
+    """Create or rebuild the draft; an empty period gives an empty draft, not an error."""
     chosen = resolve_week(app, week)
     with app.transaction() as session:
-        issue = _editable_issue(session, chosen, app.clock.now())
-        return _build(app, session, issue, chosen)
+        issue = editable_issue(session, chosen, app.clock.now())
+        return store(app, session, issue, chosen, select_now(app, session, issue, chosen))
 
 
 def show_issue(app: Editing, week: Week | None) -> IssueView:
     chosen = resolve_week(app, week)
     with app.transaction() as session:
-        issue = _find_issue(session, chosen)
+        issue = find_issue(session, chosen)
         if issue is None:
             raise NotFoundError(
                 f"there is no issue for {chosen} yet",
                 hint=f"run `newsletter issue build --week {chosen}`",
             )
+        fresh = select_now(app, session, issue, chosen)
+        locked = issue.status is not IssueStatus.DRAFT
+        sections = {o.article_id: o.section for o in issue.overrides if o.section}
         return IssueView(
             week=chosen,
             status=issue.status,
@@ -112,65 +139,34 @@ def show_issue(app: Editing, week: Week | None) -> IssueView:
                     position=row.position,
                     article_id=row.article_id,
                     title=row.article.title,
-                    section=row.article.section,
+                    section=sections.get(row.article_id, row.article.section),
                     kicker=row.article.kicker,
                     published_at=row.article.published_at,
                     featured=row.featured,
                     url=row.article.url,
+                    late=row.article_id in fresh.pool.late,
                 )
                 for row in issue.articles
             ),
             overrides=tuple(
-                ShownOverride(o.kind, o.article_id, o.article.title, o.position)
+                ShownOverride(o.kind.value, o.article_id, o.article.title, o.position, o.section)
                 for o in issue.overrides
             ),
+            period=(fresh.pool.start, fresh.pool.end),
+            approved_at=issue.approved_at,
+            withdrawn="" if locked else withdrawal(issue, fresh.pool),
+            new_since_build=0 if locked else len(new_since(fresh.pool, issue.built_at)),
+            left_out=() if locked else left_out_notes(fresh),
+            replacements=() if locked else replacement_notes(fresh),
         )
 
 
-def add_override(
-    app: Editing,
-    week: Week | None,
-    article_ref: str,
-    kind: OverrideKind,
-    position: int | None = None,
-) -> OverrideReport:
-    """Record an editor's decision and rebuild the draft with it, in one transaction."""
-    if kind is OverrideKind.MOVE and (position is None or position < 1):
-        raise UsageError("POSITION must be 1 or more")
-    chosen = resolve_week(app, week)
-    now = app.clock.now()
-    with app.transaction() as session:
-        issue = _editable_issue(session, chosen, now)
-        article = _find_article(session, article_ref)
-        group = _INCLUSION if kind in _INCLUSION else (OverrideKind.MOVE,)
-        session.execute(
-            delete(Override).where(
-                Override.issue_id == issue.id,
-                Override.article_id == article.id,
-                Override.kind.in_(group),
-            )
-        )
-        session.add(
-            Override(
-                issue_id=issue.id,
-                article_id=article.id,
-                kind=kind,
-                position=position if kind is OverrideKind.MOVE else None,
-                created_at=now,
-            )
-        )
-        session.flush()
-        session.expire(issue, ["overrides"])
-        report = _build(app, session, issue, chosen)
-        return OverrideReport(kind, article.id, article.title, report)
-
-
-def _find_issue(session: Session, week: Week) -> Issue | None:
+def find_issue(session: Session, week: Week) -> Issue | None:
     return session.scalars(select(Issue).where(Issue.week == str(week))).one_or_none()
 
 
-def _editable_issue(session: Session, week: Week, now: datetime) -> Issue:
-    issue = _find_issue(session, week)
+def editable_issue(session: Session, week: Week, now: datetime) -> Issue:
+    issue = find_issue(session, week)
     if issue is None:
         issue = Issue(week=str(week), status=IssueStatus.DRAFT, created_at=now)
         session.add(issue)
@@ -183,30 +179,40 @@ def _editable_issue(session: Session, week: Week, now: datetime) -> Issue:
     return issue
 
 
-def _find_article(session: Session, ref: str) -> Article:
-    text = ref.strip()
-    article: Article | None = None
-    if text.isdigit():
-        article = session.get(Article, int(text))
-    else:
-        article = session.scalars(
-            select(Article).where(Article.url == text).order_by(Article.id).limit(1)
-        ).one_or_none()
-    if article is None:
-        raise NotFoundError(
-            f"no article with id or URL {text!r}",
-            hint="`newsletter articles list --week WEEK` shows ids and URLs",
-        )
-    return article
-
-
-def _build(app: Editing, session: Session, issue: Issue, week: Week) -> BuildReport:
-    selection, articles = _select(app, session, issue, week)
-    content = IssueContent(
-        week=week,
-        teasers=tuple(_teaser(articles[item.article_id], item.featured) for item in selection),
+def select_now(app: Runtime, session: Session, issue: Issue | None, week: Week) -> Fresh:
+    """Select from the articles and overrides as they are now, storing nothing."""
+    pool = gather(session, periods(app), week, None if issue is None else issue.id)
+    overrides = (
+        session.scalars(
+            select(Override).where(Override.issue_id == issue.id).order_by(Override.id)
+        ).all()
+        if issue is not None
+        else []
     )
-    rendered = render_issue(content, app.settings, app.templates_dirs)
+    articles = {a.id: a for a in pool.window}
+    for override in overrides:
+        articles.setdefault(override.article_id, override.article)
+    in_window = {a.id for a in pool.window}
+    selection = select_articles(
+        [_candidate(a) for a in pool.window],
+        [_candidate(a) for aid, a in articles.items() if aid not in in_window],
+        [Decision(o.article_id, o.kind, o.position, o.section) for o in overrides],
+        already_sent=pool.already_sent,
+        sections=app.settings.feeds.sections,
+        max_articles=app.settings.feeds.max_articles,
+    )
+    for article in pool.backdated:
+        articles.setdefault(article.id, article)
+    return Fresh(selection, pool, articles)
+
+
+def store(app: Editing, session: Session, issue: Issue, week: Week, fresh: Fresh) -> BuildReport:
+    """Render the selection and make it the issue's draft."""
+    chosen = fresh.selection.chosen
+    teasers = tuple(_teaser(fresh.articles[item.article_id], item) for item in chosen)
+    rendered = render_issue(
+        IssueContent(week=week, teasers=teasers), app.settings, app.templates_dirs
+    )
     if rendered.html_bytes > GMAIL_CLIP_BYTES:
         raise RenderError(
             f"the issue's HTML is {rendered.html_bytes / 1024:.1f} KB, above the "
@@ -216,12 +222,9 @@ def _build(app: Editing, session: Session, issue: Issue, week: Week) -> BuildRep
     session.execute(delete(IssueArticle).where(IssueArticle.issue_id == issue.id))
     session.add_all(
         IssueArticle(
-            issue_id=issue.id,
-            article_id=item.article_id,
-            position=index,
-            featured=item.featured,
+            issue_id=issue.id, article_id=item.article_id, position=index, featured=item.featured
         )
-        for index, item in enumerate(selection, start=1)
+        for index, item in enumerate(chosen, start=1)
     )
     session.flush()
     session.expire(issue, ["articles"])
@@ -234,60 +237,65 @@ def _build(app: Editing, session: Session, issue: Issue, week: Week) -> BuildRep
     issue.built_at = app.clock.now()
     return BuildReport(
         week=week,
-        articles=len(selection),
-        featured=sum(item.featured for item in selection),
+        articles=len(chosen),
+        featured=sum(item.featured for item in chosen),
         subject=rendered.subject,
         problems=rendered.problems,
         html_bytes=rendered.html_bytes,
+        left_out=left_out_notes(fresh),
+        replacements=replacement_notes(fresh),
+        late=sum(item.article_id in fresh.pool.late for item in chosen),
     )
 
 
-def _select(
-    app: Editing, session: Session, issue: Issue, week: Week
-) -> tuple[tuple[Selected, ...], dict[int, Article]]:
-    start, end = week.bounds(app.settings.newsletter.zone)
-    window = session.scalars(
-        select(Article).where(Article.published_at >= start, Article.published_at < end)
-    ).all()
-    overrides = session.scalars(
-        select(Override).where(Override.issue_id == issue.id).order_by(Override.id)
-    ).all()
-    articles = {a.id: a for a in window}
-    for override in overrides:
-        articles.setdefault(override.article_id, override.article)
-    sent = session.scalars(
-        select(IssueArticle.article_id)
-        .join(Issue, Issue.id == IssueArticle.issue_id)
-        .where(Issue.status.in_(LOCKED_STATUSES), Issue.id != issue.id)
+def withdrawal(issue: Issue, pool: Pool) -> str:
+    """Why the issue's approval no longer holds, or "" when it does (or there is none)."""
+    if issue.approved_at is None:
+        return ""
+    new = len(new_since(pool, issue.approved_at))
+    changed = sum(o.created_at > issue.approved_at for o in issue.overrides)
+    reasons = [f"{new} new article(s)" if new else "", f"{changed} override(s)" if changed else ""]
+    return " and ".join(r for r in reasons if r) + (
+        " since it was approved" if new or changed else ""
     )
-    in_window = {a.id for a in window}
-    selection = select_articles(
-        [_candidate(a) for a in window],
-        [_candidate(a) for aid, a in articles.items() if aid not in in_window],
-        [Decision(o.article_id, o.kind, o.position) for o in overrides],
-        already_sent=frozenset(sent),
-        sections=app.settings.feeds.sections,
-        max_articles=app.settings.feeds.max_articles,
+
+
+def left_out_notes(fresh: Fresh) -> tuple[Note, ...]:
+    notes = [
+        Note(item.article_id, fresh.articles[item.article_id].title, item.reason.value)
+        for item in fresh.selection.left_out
+    ]
+    notes += [
+        Note(a.id, a.title, f"outside the period: published {a.published_at:%Y-%m-%d}, not sent")
+        for a in fresh.pool.backdated
+    ]
+    return tuple(notes)
+
+
+def replacement_notes(fresh: Fresh) -> tuple[Note, ...]:
+    return tuple(
+        Note(aid, fresh.articles[aid].title, "came in for an excluded article")
+        for aid in fresh.selection.replacements
     )
-    return selection, articles
 
 
 def _candidate(article: Article) -> Candidate:
     return Candidate(article.id, article.section, article.published_at)
 
 
-def _teaser(article: Article, featured: bool) -> Teaser:
+def _teaser(article: Article, item: Selected) -> Teaser:
     return Teaser(
         article_id=article.id,
         url=article.url,
         title=article.title,
         kicker=article.kicker,
-        section=article.section,
+        section=item.section,
         authors=tuple(filter(None, article.authors.split("\n"))),
         published_at=article.published_at,
         teaser_html=article.teaser_html,
         image_url=article.image_url,
         image_alt=article.image_alt,
         image_credit=article.image_credit,
-        featured=featured,
+        image_width=article.image_width,
+        featured=item.featured,
     )

@@ -8,8 +8,9 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from newsletter.db.models import Article
-from newsletter.issue.periods import Week
+from newsletter.db.models import Article, Issue
+from newsletter.feeds.store import LOCKED_STATUSES
+from newsletter.issue.periods import Periods, Week
 from newsletter.runtime import Runtime
 
 
@@ -24,14 +25,40 @@ class ArticleRow:
     url: str
 
 
+def periods(app: Runtime) -> Periods:
+    return Periods.of(app.settings.newsletter)
+
+
+def last_closed(app: Runtime) -> Week:
+    """The issue whose period closed most recently: what `send` sends when none is named."""
+    return periods(app).last_closed(app.clock.now())
+
+
 def resolve_week(app: Runtime, week: Week | None) -> Week:
-    """The week asked for, or the one the clock is in, in the publication's zone."""
-    return week or Week.containing(app.clock.now(), app.settings.newsletter.zone)
+    """The issue asked for, or the next one: the period that closed last while its issue is
+    unsent (and it has articles), else the period still open. This is what editors prepare
+    between two sends."""
+    if week is not None:
+        return week
+    closed = last_closed(app)
+    start, end = periods(app).bounds(closed)
+    with app.transaction() as session:
+        status = session.scalars(select(Issue.status).where(Issue.week == str(closed))).first()
+        empty = (
+            status is None
+            and not session.scalars(
+                select(Article.id)
+                .where(Article.published_at >= start, Article.published_at < end)
+                .limit(1)
+            ).first()
+        )
+    # A closed period that is sent, or that never had anything to send, is behind us.
+    return closed.next() if status in LOCKED_STATUSES or empty else closed
 
 
 def list_articles(app: Runtime, week: Week | None) -> tuple[Week, list[ArticleRow]]:
     chosen = resolve_week(app, week)
-    start, end = chosen.bounds(app.settings.newsletter.zone)
+    start, end = periods(app).bounds(chosen)
     with app.transaction() as session:
         articles = session.scalars(
             select(Article)

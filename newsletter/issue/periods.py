@@ -1,4 +1,4 @@
-"""ISO weeks in the publication's time zone: the unit every issue is built for."""
+"""Issue periods: seven days closing at `[newsletter] issue_closes`, named by ISO week."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from newsletter.config import NewsletterSettings
 from newsletter.errors import UsageError
 
 _WEEK = re.compile(r"^(\d{4})-?W(\d{2})$", re.IGNORECASE)
@@ -60,3 +61,46 @@ class Week:
     def next(self) -> Week:
         iso = (self.monday + timedelta(days=7)).isocalendar()
         return Week(iso.year, iso.week)
+
+
+_JUST_BEFORE = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Periods:
+    """Seven-day periods that tile time, each closing at the same weekday and local time.
+
+    An issue is named by the ISO week its period ends in: the week of the last instant
+    before the close. With the default close, Monday 00:00, each period is exactly its ISO
+    week, which is what issues stored before periods existed mean.
+    """
+
+    weekday: int  # 0 is Monday
+    at: time
+    zone: ZoneInfo
+
+    @classmethod
+    def of(cls, settings: NewsletterSettings) -> Periods:
+        weekday, at = settings.closes
+        return cls(weekday, at, settings.zone)
+
+    def close(self, week: Week) -> datetime:
+        """The instant the issue's period closes, in UTC."""
+        day = week.monday + timedelta(days=self.weekday)
+        local = datetime.combine(day, self.at, tzinfo=self.zone)
+        if Week.containing(local - _JUST_BEFORE, self.zone) != week:
+            # A close at midnight on Monday ends the period on the Sunday before it.
+            local = datetime.combine(day + timedelta(days=7), self.at, tzinfo=self.zone)
+        return local.astimezone(UTC)
+
+    def bounds(self, week: Week) -> tuple[datetime, datetime]:
+        """From the previous issue's close (included) to this one's (excluded), in UTC."""
+        return self.close(week.previous()), self.close(week)
+
+    def containing(self, moment: datetime) -> Week:
+        """The issue whose period holds this instant."""
+        week = Week.containing(moment, self.zone)
+        return week if moment < self.close(week) else week.next()
+
+    def last_closed(self, now: datetime) -> Week:
+        return self.containing(now).previous()

@@ -43,6 +43,8 @@ __all__ = [
     "PersonalFields",
     "RenderedIssue",
     "Teaser",
+    "archive_url",
+    "draft_url",
     "personalise",
     "render_issue",
     "sample_fields",
@@ -70,6 +72,7 @@ class Teaser:
     image_alt: str
     image_credit: str
     featured: bool
+    image_width: int = 0  # natural width in pixels; 0 when unknown
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,8 @@ def _context(
     brand = settings.newsletter
     base = brand.base_url.rstrip("/")
     regular = (t for t in content.teasers if not t.featured)
+    featured = [t for t in content.teasers if t.featured]
+    groups = [(name, list(group)) for name, group in itertools.groupby(regular, _section)]
     return {
         "brand": brand,
         "colours": palette(brand),
@@ -273,19 +278,38 @@ def _context(
         "week_label": content.week.label(),
         "zone": brand.zone,
         "story_count": len(content.teasers),
-        "featured": [t for t in content.teasers if t.featured],
-        "sections": [(name, list(group)) for name, group in itertools.groupby(regular, _section)],
+        "featured": featured,
+        "sections": [
+            (name or _unfiled_heading(alone=len(groups) == 1 and not featured), teasers)
+            for name, teasers in groups
+        ],
         "links": {
             "home": brand.website_url or base,
-            "browser": f"{base}/archive/{content.week}",
+            "browser": archive_url(settings, content.week),
             "subscribe": f"{base}/subscribe",
         },
         "recipient": recipient,
     }
 
 
+def archive_url(settings: Settings, week: Week) -> str:
+    """Where "View in browser" points: the issue's page in the archive, once it is sent."""
+    return f"{settings.newsletter.base_url.rstrip('/')}/archive/{week}"
+
+
+def draft_url(settings: Settings, token: str) -> str:
+    """The signed page of an issue not yet sent, for test copies' "View in browser"."""
+    return f"{settings.newsletter.base_url.rstrip('/')}/archive/draft/{token}"
+
+
 def _section(teaser: Teaser) -> str:
     return teaser.section
+
+
+def _unfiled_heading(*, alone: bool) -> str:
+    """The heading of the stories in no section, which selection puts last: "Also" only
+    reads well when something came before."""
+    return "This week" if alone else "Also this week"
 
 
 def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:

@@ -64,6 +64,13 @@ class IssueParts:
     html: str
     text: str
 
+    def linking(self, archive: str, draft: str) -> IssueParts:
+        """These parts with "View in browser" pointing at the signed draft page instead of
+        the archive, which shows an issue only once it is sent (for test copies)."""
+        return replace(
+            self, html=self.html.replace(archive, draft), text=self.text.replace(archive, draft)
+        )
+
 
 @dataclass(frozen=True)
 class Envelope:

@@ -1,4 +1,4 @@
-"""Signed tokens for unsubscribe, confirm and bounce addresses.
+"""Signed tokens for unsubscribe, confirm, draft and bounce addresses.
 
 A token names a subscriber by id, never by address, and is bound to one list and one purpose
 by its salt, so an unsubscribe token cannot confirm anyone and a token for one list means
@@ -11,6 +11,7 @@ can be rotated without breaking links already sent.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -24,7 +25,8 @@ from itsdangerous import (
 )
 from itsdangerous.encoding import base64_encode
 
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.config import check_secret_keys
+from newsletter.errors import NewsletterError
 
 
 class InvalidToken(NewsletterError):
@@ -33,6 +35,7 @@ class InvalidToken(NewsletterError):
 
 _SIGNER = {"digest_method": hashlib.sha256}
 VERP_PREFIX = "bounces+"
+MAX_NONCE = 64
 
 
 class _UncompressedSerializer(URLSafeSerializer):
@@ -60,12 +63,7 @@ class Tokens:
     )
 
     def __post_init__(self) -> None:
-        if not self.secret_keys:
-            raise ConfigError(
-                "NEWSLETTER_SECRET_KEY is not set",
-                hint="set it to a long random value, e.g. `python -c "
-                "'import secrets; print(secrets.token_urlsafe(32))'`",
-            )
+        check_secret_keys(self.secret_keys)
 
     def _plain(self, purpose: str) -> _UncompressedSerializer:
         serializer = self._serializers.get(purpose)
@@ -133,17 +131,38 @@ class Tokens:
             raise InvalidToken("this confirmation link has expired")
         return _int(value)
 
-    def form_challenge(self, issued_at: datetime) -> str:
-        """Goes in every subscribe form we serve: proves the form came from us, and when."""
-        return _sign_at(self._timed("subscribe-form"), 0, issued_at)
+    def draft(self, issue_id: int, issued_at: datetime) -> str:
+        """For the "View in browser" link of test copies: the issue as it stands, before it
+        is sent and shows in the archive."""
+        return _sign_at(self._timed("draft"), issue_id, issued_at)
 
-    def read_form_challenge(self, token: str) -> datetime:
-        """When the form carrying `token` was served."""
+    def read_draft(self, token: str, now: datetime, max_age: timedelta) -> int:
+        signer = self._timed("draft")
         try:
-            _value, signed_at = self._timed("subscribe-form").loads(token, return_timestamp=True)
+            value, signed_at = signer.loads(token, return_timestamp=True)
+        except BadData:
+            raise InvalidToken("this draft link is not valid") from None
+        if now - signed_at > max_age:
+            raise InvalidToken("this draft link has expired")
+        return _int(value)
+
+    def form_challenge(self, issued_at: datetime) -> str:
+        """Goes in every subscribe form we serve: proves the form came from us, and when.
+
+        A random nonce makes each served form's challenge its own, so that it can be spent
+        once (two readers served in the same second must not share one).
+        """
+        return _sign_at(self._timed("subscribe-form"), secrets.token_urlsafe(16), issued_at)
+
+    def read_form_challenge(self, token: str) -> tuple[str, datetime]:
+        """The nonce of the form carrying `token`, and when that form was served."""
+        try:
+            nonce, signed_at = self._timed("subscribe-form").loads(token, return_timestamp=True)
         except BadData:
             raise InvalidToken("this form is not one we served") from None
-        return cast(datetime, signed_at)
+        if not isinstance(nonce, str) or not 0 < len(nonce) <= MAX_NONCE:
+            raise InvalidToken("this form is not one we served")
+        return nonce, cast(datetime, signed_at)
 
     @staticmethod
     def _load(serializer: URLSafeSerializer, token: str) -> object:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from jinja2 import Environment
+from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db.models import Subscriber, SubscriberStatus
@@ -44,6 +45,7 @@ CONFIRMATION_INTERVAL = timedelta(hours=24)
 # one more button to press; no mail goes out and no limit is used up until then.
 FORM_MIN_AGE = timedelta(seconds=2)
 FORM_MAX_AGE = timedelta(hours=12)
+PER_ADDRESS = throttle.Limit("address", 1, CONFIRMATION_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,38 @@ def consent_version(templates: Environment, settings: Settings) -> str:
     return f"form-{digest[:16]}"
 
 
-def _passes(tokens: Tokens, challenge: str, now: datetime) -> bool:
+def _fresh_challenge(tokens: Tokens, challenge: str, now: datetime) -> tuple[str, datetime] | None:
+    """The nonce and serving time of a challenge young and old enough to count, else None."""
     try:
-        served_at = tokens.read_form_challenge(challenge)
+        nonce, served_at = tokens.read_form_challenge(challenge)
     except InvalidToken:
-        return False
-    return FORM_MIN_AGE <= now - served_at <= FORM_MAX_AGE
+        return None
+    return (nonce, served_at) if FORM_MIN_AGE <= now - served_at <= FORM_MAX_AGE else None
+
+
+def _admit(
+    session: Session,
+    settings: Settings,
+    served: tuple[str, datetime],
+    *,
+    ip: str,
+    address_key: str,
+    now: datetime,
+) -> SignupResult | None:
+    """Spend the form's challenge and count the limits: the refusal, if there is one."""
+    nonce, served_at = served
+    if not throttle.first_use(session, nonce, served_at=served_at, stale_before=now - FORM_MAX_AGE):
+        return SignupResult(Answer.UNCHALLENGED)
+    per_ip = throttle.Limit("ip", settings.web.subscribe_per_ip_per_hour, timedelta(hours=1))
+    ip_key = throttle.key_for(settings.secrets.secret_keys[0], per_ip, ip)
+    for key, limit, answer in (
+        (ip_key, per_ip, Answer.TOO_MANY_FROM_IP),
+        (address_key, PER_ADDRESS, Answer.TOO_MANY_FOR_ADDRESS),
+    ):
+        verdict = throttle.hit(session, key, limit, now=now)
+        if not verdict.allowed:
+            return SignupResult(answer, verdict.retry_after)
+    return None
 
 
 def _subscriber(subscriber: Subscriber | None) -> Subscriber:
@@ -145,12 +173,19 @@ def request_subscription(
     one is mailed, at most once per `CONFIRMATION_INTERVAL`. Raises `InputError` for an
     address or name that cannot be valid, and `DeliveryError` when the mail could not go out
     (the address's limit is then released so the reader can simply try again). Without a
-    fresh `challenge` from a form we served, it changes nothing and answers `UNCHALLENGED`.
+    fresh `challenge` from a form we served, or with one already spent, it changes nothing
+    and answers `UNCHALLENGED`.
+
+    Everything is checked, and the confirmation built, inside the one transaction that
+    spends the challenge and counts the limits: a request refused as invalid leaves no
+    pending row, no hit and no spent challenge behind.
     """
     if honeypot:
         return SignupResult(Answer.ACCEPTED)
     address = subscribers.normalise_email(email)
-    if not _passes(tokens, challenge, app.clock.now()):
+    now = app.clock.now()
+    served = _fresh_challenge(tokens, challenge, now)
+    if served is None:
         return SignupResult(Answer.UNCHALLENGED)
     if not address.rpartition("@")[0].isascii() and not app.transport.takes_utf8_addresses():
         raise InputError(
@@ -159,19 +194,11 @@ def request_subscription(
         )
     clean_name = subscribers.clean_name(name)
     settings = app.settings
-    now = app.clock.now()
-    secret = settings.secrets.secret_keys[0]
-    per_ip = throttle.Limit("ip", settings.web.subscribe_per_ip_per_hour, timedelta(hours=1))
-    per_address = throttle.Limit("address", 1, CONFIRMATION_INTERVAL)
-    address_key = throttle.key_for(secret, per_address, address)
+    address_key = throttle.key_for(settings.secrets.secret_keys[0], PER_ADDRESS, address)
     with app.transaction() as session:
-        verdict = throttle.hit(session, throttle.key_for(secret, per_ip, ip), per_ip, now=now)
-        if not verdict.allowed:
-            return SignupResult(Answer.TOO_MANY_FROM_IP, verdict.retry_after)
-    with app.transaction() as session:
-        verdict = throttle.hit(session, address_key, per_address, now=now)
-        if not verdict.allowed:
-            return SignupResult(Answer.TOO_MANY_FOR_ADDRESS, verdict.retry_after)
+        refusal = _admit(session, settings, served, ip=ip, address_key=address_key, now=now)
+        if refusal is not None:
+            return refusal
         subscriber = subscribers.find(session, address)
         if subscriber is None:
             subscriber = subscribers.create(
@@ -190,16 +217,16 @@ def request_subscription(
         ):
             return SignupResult(Answer.ACCEPTED)
         subscriber.last_confirmation_sent_at = now
-        subscriber_id, recipient, recipient_name = subscriber.id, subscriber.email, subscriber.name
-    message = confirmation.build(
-        settings,
-        templates,
-        email=recipient,
-        name=recipient_name,
-        confirm_url=confirm_url(app, tokens, subscriber_id),
-        now=now,
-        expires_hours=settings.web.confirm_hours,
-    )
+        subscriber_id = subscriber.id
+        message = confirmation.build(
+            settings,
+            templates,
+            email=subscriber.email,
+            name=subscriber.name,
+            confirm_url=confirm_url(app, tokens, subscriber_id),
+            now=now,
+            expires_hours=settings.web.confirm_hours,
+        )
     try:
         with app.transport.connect() as connection:
             connection.send(message.envelope_from, message.recipient, message.message)

@@ -10,6 +10,7 @@ lift it, explicitly, and the lifting is recorded too.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,9 +80,14 @@ def _checked_domain(domain: str) -> str | None:
 
 
 def clean_name(raw: str) -> str:
+    """One line of text, or `InputError`: line breaks become spaces, and a control character
+    (a NUL, which PostgreSQL cannot store, or a terminal's escape) or a lone surrogate, which
+    no database can store, is refused rather than kept for a header or a listing later."""
     name = " ".join(raw.split())
     if len(name) > MAX_NAME:
         raise InputError(f"the name is longer than {MAX_NAME} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        raise InputError("the name contains a control character or an unpaired surrogate")
     return name
 
 

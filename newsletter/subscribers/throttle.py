@@ -4,6 +4,9 @@ Each limited thing (an IP address, a target address) has one row: when its windo
 how many hits it has seen since. A hit either opens a fresh window or adds one, in a single
 atomic upsert, so two processes racing on the same key cannot both slip under the limit.
 Keys are HMAC digests: the table never holds an address or an IP in the clear.
+
+A subscribe form's challenge is the strictest limit of all: one use, ever. It is spent the
+same way, by an insert that only one of two racing requests can make.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from newsletter.db.models import Throttle
+from newsletter.db.models import Throttle, UsedChallenge
 
 # Rows older than this can no longer affect any limit we apply (the longest window is a day).
 RETENTION = timedelta(days=2)
@@ -46,10 +50,8 @@ def hit(session: Session, key: str, limit: Limit, *, now: datetime) -> Verdict:
     """Count one hit against `key` and say whether it stays within `limit`."""
     session.execute(delete(Throttle).where(Throttle.window_start < now - RETENTION))
     expired = Throttle.window_start <= now - limit.window
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(Throttle)
+        _insert(session)(Throttle)
         .values(key=key, window_start=now, hits=1)
         .on_conflict_do_update(
             index_elements=[Throttle.key],
@@ -68,3 +70,25 @@ def hit(session: Session, key: str, limit: Limit, *, now: datetime) -> Verdict:
 def release(session: Session, key: str) -> None:
     """Forget a key's hits, for when the action they paid for did not happen after all."""
     session.execute(delete(Throttle).where(Throttle.key == key))
+
+
+def first_use(session: Session, nonce: str, *, served_at: datetime, stale_before: datetime) -> bool:
+    """Spend a form challenge: True the first time, False for every later use.
+
+    On PostgreSQL a second transaction inserting the same nonce waits for the first and then
+    inserts nothing; on SQLite writers take turns. Challenges served before `stale_before`
+    cannot pass any more, so their rows are dropped.
+    """
+    session.execute(delete(UsedChallenge).where(UsedChallenge.served_at < stale_before))
+    statement = (
+        _insert(session)(UsedChallenge)
+        .values(nonce=nonce, served_at=served_at)
+        .on_conflict_do_nothing(index_elements=[UsedChallenge.nonce])
+        .returning(UsedChallenge.nonce)
+    )
+    return session.execute(statement).first() is not None
+
+
+def _insert(session: Session) -> Any:
+    """The dialect's INSERT, which alone knows ON CONFLICT."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import flask
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
@@ -18,6 +20,7 @@ from sqlalchemy import select
 from waitress import serve as waitress_serve
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import RequestRedirect
 
 from newsletter.app import App
 from newsletter.config import load_settings
@@ -40,8 +43,12 @@ ISSUE_CSP = (
     "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 MAX_REQUEST_BYTES = 64 * 1024
+# Test copies' "View in browser" link; an editor checks a draft within days, not months.
+DRAFT_LINK_AGE = timedelta(days=30)
 HONEYPOT_FIELD = "website"
 CHALLENGE_FIELD = "form"
+# What the reverse proxies in front say about the reader: the headers ProxyFix reads too.
+FORWARDED_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 
 
 def template_environment(app: App) -> Environment:
@@ -68,6 +75,7 @@ def create_app(app: App | None = None) -> flask.Flask:
     views = Views(app, tokens, template_environment(app))
     web = flask.Flask(__name__, static_folder=None)
     web.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES, MAX_FORM_MEMORY_SIZE=MAX_REQUEST_BYTES)
+    web.before_request(views.public_redirect)
     web.after_request(_security_headers)
     web.register_error_handler(HTTPException, views.http_error)
     web.add_url_rule("/", view_func=views.subscribe_form, methods=["GET"])
@@ -81,6 +89,7 @@ def create_app(app: App | None = None) -> flask.Flask:
     web.add_url_rule("/confirm/<token>", view_func=views.confirm, methods=["POST"])
     web.add_url_rule("/archive/", view_func=views.archive, methods=["GET"])
     web.add_url_rule("/archive/<week>", view_func=views.archived_issue, methods=["GET"])
+    web.add_url_rule("/archive/draft/<token>", view_func=views.draft_issue, methods=["GET"])
     web.extensions["newsletter"] = app
     hops = settings.web.proxy_hops
     if hops:
@@ -121,6 +130,23 @@ class Views:
             newsletter=self.site, root=flask.request.script_root, **context
         )
         return flask.Response(html, status=status, mimetype="text/html")
+
+    def public_redirect(self) -> flask.Response | None:
+        """Send a URL Werkzeug would correct (`/archive` to `/archive/`, doubled slashes) to
+        the same place under `base_url`.
+
+        Werkzeug names the host from the request's Host header, which whoever sends the
+        request chooses; an absolute URL we give out must name our own site.
+        """
+        redirect = flask.request.routing_exception
+        if not isinstance(redirect, RequestRedirect):
+            return None
+        target = urlsplit(redirect.new_url)
+        path = target.path.removeprefix(flask.request.script_root)
+        query = f"?{target.query}" if target.query else ""
+        response = flask.Response(status=redirect.code)
+        response.headers["Location"] = f"{self.site.base_url.rstrip('/')}{path}{query}"
+        return response
 
     def not_valid(self, error: InvalidToken) -> flask.Response:
         if "expired" in error.message:
@@ -262,6 +288,25 @@ class Views:
         response.headers["Cache-Control"] = "public, max-age=3600"
         return response
 
+    def draft_issue(self, token: str) -> flask.Response:
+        """An issue's web version before it is sent, for whoever holds a test copy's signed
+        link; it only reads, and it is never cached or indexed."""
+        try:
+            issue_id = self.tokens.read_draft(token, self.app.clock.now(), DRAFT_LINK_AGE)
+        except InvalidToken as error:
+            title = error.message[:1].upper() + error.message[1:]
+            advice = "Send yourself a new test copy for a fresh link."
+            return self.page("error", 404, title=title, message=advice)
+        with self.app.transaction() as session:
+            html = session.scalar(select(Issue.web_html).where(Issue.id == issue_id))
+        if not html:
+            flask.abort(404)
+        response = flask.Response(html, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = ISSUE_CSP
+        response.headers["Cache-Control"] = "private, no-store"
+        response.headers["X-Robots-Tag"] = "noindex, nofollow"
+        return response
+
 
 def _echo(form: Mapping[str, str]) -> dict[str, str]:
     """Give the reader back what they typed, so a typo costs one correction, not a form."""
@@ -279,6 +324,18 @@ _ERROR_TEXT = {
 }
 
 
-def serve(application: flask.Flask, *, host: str, port: int) -> None:
-    """Run the application with waitress until interrupted."""
-    waitress_serve(application, host=host, port=port, ident="newsletter")
+def serve(application: flask.Flask, *, host: str, port: int, proxy_hops: int = 0) -> None:
+    """Run the application with waitress until interrupted.
+
+    Waitress removes X-Forwarded-* from every peer it has not been told to trust, before the
+    application sees them: behind `proxy_hops` proxies it must trust that many hops, or every
+    reader would share the proxy's address, its rate limit and its consent record.
+    """
+    trust: dict[str, Any] = {}
+    if proxy_hops:
+        trust = {
+            "trusted_proxy": "*",
+            "trusted_proxy_count": proxy_hops,
+            "trusted_proxy_headers": FORWARDED_HEADERS,
+        }
+    waitress_serve(application, host=host, port=port, ident="newsletter", **trust)

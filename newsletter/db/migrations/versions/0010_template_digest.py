@@ -1,7 +1,7 @@
 """issues remember which email templates their render came from
 
 Revision ID: 0010
-Revises: 0003
+Revises: 0008
 Create Date: 2026-11-30 10:00:00.000000
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0003"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
