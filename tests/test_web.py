@@ -619,17 +619,29 @@ def test_a_line_break_in_the_name_never_reaches_a_header(client: FlaskClient, ou
     assert "victim@example.net" not in str(message["To"]).splitlines()[0].split("<")[1]
 
 
-def test_the_confirmation_builder_refuses_cr_lf_in_headers(app: App) -> None:
-    with pytest.raises(InputError):
-        build_confirmation(
+def test_the_confirmation_builder_refuses_cr_lf_in_the_address_and_cleans_the_name(
+    app: App,
+) -> None:
+    def build(address: str, name: str) -> EmailMessage:
+        confirmation = build_confirmation(
             app.settings,
             template_environment(app),
-            email="jane@example.org",
-            name="x\r\nBcc: evil@example.org",
+            email=address,
+            name=name,
             confirm_url="https://news.example.org/confirm/t",
             now=app.clock.now(),
             expires_hours=48,
         )
+        message = email.message_from_bytes(confirmation.message, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
+
+    with pytest.raises(InputError):
+        build("jane@example.org\r\nBcc: evil@example.org", "Jane")
+    message = build("jane@example.org", "x\r\nBcc: evil@example.org")
+    assert message["Bcc"] is None
+    assert [a.addr_spec for a in message["To"].addresses] == ["jane@example.org"]
+    assert message["To"].addresses[0].display_name == "x Bcc: evil@example.org"
 
 
 def test_too_many_requests_from_one_ip_get_429_until_the_hour_is_over(

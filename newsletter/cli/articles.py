@@ -11,6 +11,7 @@ from newsletter.errors import UsageError
 from newsletter.feeds.store import FeedReport, fetch_sources
 from newsletter.issue.listing import list_articles
 from newsletter.issue.periods import Week
+from newsletter.untrusted import for_terminal
 
 
 @main.group()
@@ -34,20 +35,23 @@ def fetch(ctx: CliContext, sources: tuple[str, ...]) -> None:
         if report.ok:
             click.echo(_summary(report))
         else:
-            click.echo(f"error: {report.source}: {report.error}", err=True)
+            click.echo(
+                f"error: {for_terminal(report.source)}: {for_terminal(report.error)}", err=True
+            )
     if not all(report.ok for report in reports):
         raise click.exceptions.Exit(1)
 
 
 def _summary(report: FeedReport) -> str:
+    source = for_terminal(report.source)
     if report.not_modified:
-        return f"{report.source}: not modified"
+        return f"{source}: not modified"
     parts = [f"{report.new} new", f"{report.updated} updated", f"{report.unchanged} unchanged"]
     if report.kept:
         parts.append(f"{report.kept} already sent (left as sent)")
     if report.skipped:
         parts.append(f"{report.skipped} skipped (no link or title)")
-    return f"{report.source}: {', '.join(parts)}"
+    return f"{source}: {', '.join(parts)}"
 
 
 @articles.command(name="list")
@@ -61,7 +65,8 @@ def list_command(ctx: CliContext, week: Week | None) -> None:
         click.echo(f"No articles published in {chosen}.")
     for row in rows:
         local = row.published_at.astimezone(zone)
+        section, kicker = for_terminal(row.section or "-"), for_terminal(row.kicker or "-")
         click.echo(
-            f"{row.id:>5}  {local:%a %Y-%m-%d %H:%M}  {row.section or '-':<13} "
-            f"{row.kicker or '-':<9} {row.title}  <{row.url}>"
+            f"{row.id:>5}  {local:%a %Y-%m-%d %H:%M}  {section:<13} {kicker:<9} "
+            f"{for_terminal(row.title)}  <{for_terminal(row.url)}>"
         )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from newsletter.bounces.apply import BounceReport, process_bounces
-from newsletter.bounces.reports import neutralise
 from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
+from newsletter.untrusted import for_terminal
 
 
 @main.group()
@@ -33,7 +33,8 @@ def _print(report: BounceReport) -> None:
     for problem in report.problems:
         # Both name and reason quote the report, which anyone can write.
         click.echo(
-            f"not acted on: {neutralise(problem.message)}: {neutralise(problem.reason)}", err=True
+            f"not acted on: {for_terminal(problem.message)}: {for_terminal(problem.reason)}",
+            err=True,
         )
     counts = report.outcomes
     click.echo(

@@ -14,10 +14,16 @@ import click
 from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
 from newsletter.db.models import OverrideKind
-from newsletter.issue.build import BuildReport, Note, build_issue, show_issue
+from newsletter.issue.build import (
+    BuildReport,
+    Note,
+    build_issue,
+    show_issue,
+)
 from newsletter.issue.live import Refresh
 from newsletter.issue.overrides import OverrideReport, add_override, approve, reset, unfeature
 from newsletter.issue.periods import Week
+from newsletter.untrusted import for_terminal
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,16 +43,11 @@ def week_option(function: F) -> F:
     )(function)
 
 
-def _clean(text: str) -> str:
-    """A feed's title with control characters removed, so it cannot drive the terminal."""
-    return "".join(ch if ch.isprintable() else " " for ch in text)
-
-
 def _echo_notes(heading: str, notes: Sequence[Note]) -> None:
     if notes:
         click.echo(heading)
     for note in notes:
-        click.echo(f"  [{note.article_id}] {_clean(note.title)}: {note.why}")
+        click.echo(f"  [{note.article_id}] {for_terminal(note.title)}: {note.why}")
 
 
 def echo_changes(refresh: Refresh, *, err: bool = False) -> None:
@@ -55,7 +56,9 @@ def echo_changes(refresh: Refresh, *, err: bool = False) -> None:
         click.echo(f"The approval of {refresh.week} is withdrawn: {refresh.withdrawn}.", err=err)
     for change in refresh.changes:
         sign = "added" if change.added else "dropped"
-        click.echo(f"  {sign} [{change.article_id}] {_clean(change.title)}: {change.why}", err=err)
+        click.echo(
+            f"  {sign} [{change.article_id}] {for_terminal(change.title)}: {change.why}", err=err
+        )
 
 
 @main.group()
@@ -70,13 +73,13 @@ def _echo_build(report: BuildReport) -> None:
         f"HTML {report.html_bytes / 1024:.1f} KB."
     )
     if report.articles:
-        click.echo(f"Subject: {_clean(report.subject)}")
+        click.echo(f"Subject: {for_terminal(report.subject)}")
     else:
         click.echo("No articles yet: `newsletter send` sends nothing until some arrive.")
     _echo_notes("Came in for excluded articles:", report.replacements)
     _echo_notes("Left out:", report.left_out)
     for problem in report.problems:
-        click.echo(f"warning: {problem}", err=True)
+        click.echo(f"warning: {for_terminal(problem)}", err=True)
 
 
 @issue.command()
@@ -106,30 +109,32 @@ def show(ctx: CliContext, week: Week | None) -> None:
     if view.new_since_build:
         click.echo(f"{view.new_since_build} new since build: `newsletter send` will add them.")
     if view.subject:
-        click.echo(f"Subject: {_clean(view.subject)}")
+        click.echo(f"Subject: {for_terminal(view.subject)}")
     if not view.articles:
         click.echo("No articles selected.")
     for row in view.articles:
         star = "*" if row.featured else " "
         late = "  (late)" if row.late else ""
         click.echo(
-            f"{row.position:>3}. {star} [{row.article_id}] {_clean(row.section) or '-'} / "
-            f"{_clean(row.kicker) or '-'}  {row.published_at:%Y-%m-%d %H:%M}Z  "
-            f"{_clean(row.title)}{late}"
+            f"{row.position:>3}. {star} [{row.article_id}] {for_terminal(row.section) or '-'} / "
+            f"{for_terminal(row.kicker) or '-'}  {row.published_at:%Y-%m-%d %H:%M}Z  "
+            f"{for_terminal(row.title)}{late}"
         )
     if view.overrides:
         click.echo("Overrides:")
     for override in view.overrides:
         where = f" to {override.position}" if override.position else ""
-        where += f" in {_clean(override.section)}" if override.section else ""
-        click.echo(f"  {override.kind}{where}: [{override.article_id}] {_clean(override.title)}")
+        where += f" in {for_terminal(override.section)}" if override.section else ""
+        click.echo(
+            f"  {override.kind}{where}: [{override.article_id}] {for_terminal(override.title)}"
+        )
     _echo_notes("Came in for excluded articles:", view.replacements)
     _echo_notes("Left out:", view.left_out)
 
 
 def _print_override(report: OverrideReport) -> None:
     click.echo(
-        f"{report.kind}: [{report.article_id}] {_clean(report.title)}. "
+        f"{report.kind}: [{report.article_id}] {for_terminal(report.title)}. "
         f"Rebuilt {report.build.week}: {report.build.articles} article(s)."
     )
     _echo_notes("Came in for excluded articles:", report.build.replacements)

@@ -11,6 +11,7 @@ from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.issue import echo_changes, issue, week_option
 from newsletter.issue.periods import Week
 from newsletter.issue.preview import preview_issue
+from newsletter.untrusted import for_terminal
 
 
 @issue.command()
@@ -40,8 +41,8 @@ def preview(
     if output is None and open_it:
         suffix = ".txt" if text else ".html"
         output = Path(tempfile.gettempdir()) / f"newsletter-preview-{chosen}{suffix}"
-    if output is None:
-        click.echo(rendered, nl=False)
+    if output is None:  # for a terminal: the file keeps the feed's characters as they are
+        click.echo("\n".join(map(for_terminal, rendered.split("\n"))), nl=False)
         return
     output.write_text(rendered, encoding="utf-8")
     click.echo(f"Wrote the {'text part' if text else 'HTML'} of {chosen} to {output}", err=True)

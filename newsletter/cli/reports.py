@@ -12,6 +12,7 @@ from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
 from newsletter.delivery.stats import IssueStats, StatsReport, stats_report
 from newsletter.issue.periods import Week
+from newsletter.untrusted import for_terminal
 
 
 @main.command()
@@ -54,7 +55,7 @@ def _print(report: StatsReport) -> None:
 
 
 def _print_issue(issue: IssueStats) -> None:
-    click.echo(f"{issue.week}  {issue.subject or '(no subject)'}  [{issue.status}]")
+    click.echo(f"{issue.week}  {for_terminal(issue.subject or '(no subject)')}  [{issue.status}]")
     rows = [
         ("recipients", issue.recipients),
         ("sent", issue.sent),
@@ -71,7 +72,7 @@ def _print_issue(issue: IssueStats) -> None:
     for label, value in rows:
         click.echo(f"  {label:28} {value:>8}")
     for reason, count in issue.failed_by_reason.items():
-        click.echo(f"    failed: {reason:40} {count:>6}")
+        click.echo(f"    failed: {for_terminal(reason):40} {count:>6}")
     started = issue.started_at.isoformat(timespec="seconds") if issue.started_at else "-"
     finished = issue.finished_at.isoformat(timespec="seconds") if issue.finished_at else "-"
     rate = f"{issue.rate_per_second:.1f}/s" if issue.rate_per_second else "-"

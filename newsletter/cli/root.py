@@ -8,6 +8,11 @@ A command's module (and the core it uses) is imported only when that command run
 everything up front made `newsletter --help` take a second. `COMMANDS` names the module(s)
 that register each command on `main`, and the one-line help `--help` lists without importing
 them; a test keeps those lines equal to the commands' own help.
+
+Text that came from a stranger (subscribers' names and addresses, feed titles, bounce
+reports, mail servers' replies, and error messages that quote any of them) is printed
+through `untrusted.for_terminal`, so that it can neither command the terminal nor reorder
+the line.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import click
 from newsletter import __version__
 from newsletter.cli.context import CliContext
 from newsletter.errors import NewsletterError, UsageError
+from newsletter.untrusted import for_terminal
 
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "articles": (("articles",), "Read the publication's feeds and look at the stored articles."),
@@ -69,9 +75,9 @@ class NewsletterGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            raise click.UsageError(str(exc), ctx) from None
+            raise click.UsageError(for_terminal(str(exc)), ctx) from None
         except NewsletterError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(for_terminal(str(exc))) from None
         except Exception as exc:
             # Imported only on this path: `--help` must not load the database layer.
             from newsletter.db.session import operator_error  # noqa: PLC0415
@@ -79,7 +85,7 @@ class NewsletterGroup(click.Group):
             error = operator_error(exc)
             if error is None:
                 raise
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(for_terminal(str(error))) from None
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})

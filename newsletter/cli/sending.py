@@ -27,6 +27,7 @@ from newsletter.errors import StateError, UsageError
 from newsletter.issue.listing import last_closed, periods
 from newsletter.issue.live import refresh_draft
 from newsletter.issue.periods import Week
+from newsletter.untrusted import for_terminal
 
 
 @main.command()
@@ -143,7 +144,7 @@ def _confirm(plan: SendPlan, resend_uncertain: bool) -> None:
     resuming = " (resuming)" if plan.status is not IssueStatus.DRAFT else ""
     extra = f", plus {plan.uncertain} uncertain" if resend_uncertain and plan.uncertain else ""
     click.echo(f"Issue:      {plan.week}{resuming}")
-    click.echo(f"Subject:    {plan.subject}")
+    click.echo(f"Subject:    {for_terminal(plan.subject)}")
     click.echo(f"Recipients: {plan.recipients}{extra}")
     click.confirm("Send it now?", abort=True)
 
@@ -197,7 +198,7 @@ def _finish(report: SendReport) -> None:
             f"deferred {report.deferred}, uncertain {report.uncertain}."
         )
     for reason, count in report.failed.items():
-        click.echo(f"  failed {count:>6}  {reason}")
+        click.echo(f"  failed {count:>6}  {for_terminal(reason)}")
     if report.uncertain:
         click.echo(
             f"{report.uncertain} message(s) may or may not have been delivered; "
@@ -206,6 +207,6 @@ def _finish(report: SendReport) -> None:
     if report.deferred:
         click.echo(f"{report.deferred} message(s) wait for a retry: run `newsletter send` again.")
     if report.error:
-        raise click.ClickException(report.error)
+        raise click.ClickException(for_terminal(report.error))
     if not report.complete:
         click.get_current_context().exit(1)

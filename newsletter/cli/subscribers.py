@@ -14,6 +14,7 @@ from newsletter.db.models import SubscriberStatus
 from newsletter.errors import InputError
 from newsletter.subscribers.csv import ImportReport, export_csv, import_csv
 from newsletter.subscribers.rules import Suppression, add_address, listing, unsubscribe_address
+from newsletter.untrusted import for_terminal
 
 
 @main.group()
@@ -36,9 +37,9 @@ def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
 
 def _print_import(report: ImportReport) -> None:
     for notice in report.notices:
-        click.echo(f"Notice: {notice}", err=True)
+        click.echo(f"Notice: {for_terminal(notice)}", err=True)
     for line, reason in report.reasons:
-        click.echo(f"line {line}: {reason}", err=True)
+        click.echo(f"line {line}: {for_terminal(reason)}", err=True)
     if report.invalid > len(report.reasons):
         click.echo(f"... and {report.invalid - len(report.reasons)} more invalid rows", err=True)
     prefix = "Dry run, nothing written: " if report.dry_run else ""
@@ -54,9 +55,13 @@ def _print_import(report: ImportReport) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File.")
 @pass_context
 def export(ctx: CliContext, output: Path | None) -> None:
-    """Write all subscribers as CSV (to standard output without -o)."""
+    """Write all subscribers as CSV (to standard output without -o).
+
+    A file gets the values exactly as stored; on standard output, which usually ends at a
+    terminal, control and bidi characters are written as escapes (\\x1b, \\u202e).
+    """
     if output is None:
-        export_csv(ctx.app(), sys.stdout)
+        export_csv(ctx.app(), sys.stdout, terminal=True)
         return
     with open(output, "w", encoding="utf-8", newline="") as handle:
         count = export_csv(ctx.app(), handle)
@@ -76,21 +81,21 @@ def add(ctx: CliContext, email: str, name: str, force: bool) -> None:
     """
     change = add_address(ctx.app(), email, name, force=force)
     subscriber, held = change.subscriber, change.suppression
+    shown = for_terminal(subscriber.email)
     if change.lifted and held is not None:
-        click.echo(f"{subscriber.email} is active again; lifted: {_describe(held)}.")
+        click.echo(f"{shown} is active again; lifted: {_describe(held)}.")
     elif held is not None and held.by_report:
-        click.echo(f"{subscriber.email} stays {held.status.value}: {_describe(held)}.")
+        click.echo(f"{shown} stays {held.status.value}: {_describe(held)}.")
         click.echo(
-            f"If that was wrong, lift it with: newsletter subscribers add {subscriber.email} "
-            "--force",
+            f"If that was wrong, lift it with: newsletter subscribers add {shown} --force",
             err=True,
         )
     elif subscriber.status.suppressed:
-        click.echo(f"{subscriber.email} is {subscriber.status.value}; left unchanged.")
+        click.echo(f"{shown} is {subscriber.status.value}; left unchanged.")
     elif change.changed:
-        click.echo(f"{subscriber.email} is {subscriber.status.value}.")
+        click.echo(f"{shown} is {subscriber.status.value}.")
     else:
-        click.echo(f"{subscriber.email} was already {subscriber.status.value}.")
+        click.echo(f"{shown} was already {subscriber.status.value}.")
 
 
 @subscribers.command()
@@ -105,19 +110,20 @@ def unsubscribe(ctx: CliContext, email: str, force: bool) -> None:
     """
     change = unsubscribe_address(ctx.app(), email, force=force)
     subscriber, held = change.subscriber, change.suppression
+    shown = for_terminal(subscriber.email)
     if change.lifted and held is not None:
-        click.echo(f"Unsubscribed {subscriber.email}; lifted: {_describe(held)}.")
+        click.echo(f"Unsubscribed {shown}; lifted: {_describe(held)}.")
     elif held is not None:
-        click.echo(f"{subscriber.email} stays bounced: {_describe(held)}; nothing changed.")
+        click.echo(f"{shown} stays bounced: {_describe(held)}; nothing changed.")
         click.echo(
             "If the bounce was wrong, lift it with --force (here: record it as unsubscribed; "
-            f"or make it active with: newsletter subscribers add {subscriber.email} --force)",
+            f"or make it active with: newsletter subscribers add {shown} --force)",
             err=True,
         )
     elif change.changed:
-        click.echo(f"Unsubscribed {email.strip()}.")
+        click.echo(f"Unsubscribed {for_terminal(email.strip())}.")
     else:
-        click.echo(f"{email.strip()} was not subscribed; nothing changed.")
+        click.echo(f"{shown} was not subscribed; nothing changed.")
 
 
 def _describe(held: Suppression) -> str:
@@ -138,9 +144,9 @@ def list_(ctx: CliContext, status: str | None) -> None:
     click.echo(f"{'EMAIL':40} {'NAME':28} {'STATUS':12} SUBSCRIBED")
     count = 0
     for row in rows:
+        email, name = for_terminal(row.email), for_terminal(row.name)
         click.echo(
-            f"{row.email[:40]:40} {row.name[:28]:28} {row.status.value:12} "
-            f"{row.subscribed_at:%Y-%m-%d}"
+            f"{email[:40]:40} {name[:28]:28} {row.status.value:12} {row.subscribed_at:%Y-%m-%d}"
         )
         count += 1
     click.echo(f"{count} subscriber(s)", err=True)

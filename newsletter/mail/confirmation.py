@@ -14,7 +14,8 @@ from email.utils import format_datetime, getaddresses, make_msgid
 from jinja2 import Environment
 
 from newsletter.config import Settings
-from newsletter.mail.headers import POLICY, POLICY_UTF8, check_header_value, to_value
+from newsletter.mail.headers import POLICY, POLICY_UTF8, check_header_value, serialise, to_value
+from newsletter.untrusted import person_name
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,9 @@ def build(
     now: datetime,
     expires_hours: int,
 ) -> Confirmation:
-    """The finished message; CR or LF in any header value is refused, never folded in."""
-    check_header_value("address", email)
-    check_header_value("name", name)
+    """The finished message; CR or LF in any header value is refused, never folded in, and the
+    name is cleaned as at every intake, whatever the caller passes."""
+    name = person_name(name)
     check_header_value("newsletter name", settings.newsletter.name)
     check_header_value("sender", settings.newsletter.sender)
     context = {
@@ -62,11 +63,14 @@ def build(
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(
-        templates.get_template("email/confirm.txt.j2").render(context), charset="utf-8"
+        templates.get_template("email/confirm.txt.j2").render(context),
+        charset="utf-8",
+        cte="quoted-printable",
     )
     message.add_alternative(
         templates.get_template("email/confirm.html.j2").render(context),
         subtype="html",
         charset="utf-8",
+        cte="quoted-printable",
     )
-    return Confirmation(envelope_from=sender, recipient=email, message=message.as_bytes())
+    return Confirmation(envelope_from=sender, recipient=email, message=serialise(message))

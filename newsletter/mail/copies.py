@@ -3,7 +3,9 @@ standard library would build.
 
 The message is built the slow way for two sentinel recipients; the lines that differ are the
 personal ones. Everything else is kept as encoded bytes, and per subscriber only the four
-personal headers and the personal body lines are encoded again.
+personal headers and the personal body lines are encoded again. The static bytes come from
+the standard library's message, whose header block was checked; the personal headers are
+checked in every copy.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
 from newsletter.issue.render import PERSONAL_MARKER, PersonalFields, personalise
-from newsletter.mail.headers import CRLF, MAX_LINE, POLICY, Recipient, fold_uri_list
+from newsletter.mail.headers import (
+    CRLF,
+    MAX_LINE,
+    POLICY,
+    Recipient,
+    check_header_fields,
+    fold_uri_list,
+)
 from newsletter.transport.smtp import dot_stuff
 
 if TYPE_CHECKING:
@@ -30,6 +39,8 @@ LONG_LINE = 2000  # personal lines longer than this are re-encoded only around t
 _SIMPLE_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
 _SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9.-]+")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+_PERSONAL_FIELDS = (b"To", b"Date", b"Message-ID", b"List-Unsubscribe")
 
 # Bytes of a copy as stored, and the same bytes dot-stuffed for SMTP's DATA.
 Chunk = tuple[bytes, bytes]
@@ -249,12 +260,7 @@ class FastTemplate:
         text_body = personalise(factory.issue.text, fields, html=False)
         html_body = personalise(factory.issue.html, fields, html=True)
         whole = factory.reference_bytes(recipient, token, now, text=text_body, html=html_body)
-        headers = [
-            _to_header(recipient),
-            _date_header(now),
-            f"Message-ID: {factory.message_id(recipient)}{CRLF}".encode("ascii"),
-            fold_uri_list("List-Unsubscribe", factory.list_unsubscribe(token)).encode(),
-        ]
+        headers = _headers(factory, recipient, token, now)
         runs = _split_around(whole, [*headers, text.encode(fields), html.encode(fields)])
         if runs is None:
             return None
@@ -271,15 +277,9 @@ class FastTemplate:
     ) -> list[list[Chunk]]:
         token = factory.token(recipient)
         fields = factory.personal_fields(recipient, token)
-        headers = [
-            _to_header(recipient),
-            _date_header(now),
-            f"Message-ID: {factory.message_id(recipient)}{CRLF}".encode("ascii"),
-            fold_uri_list("List-Unsubscribe", factory.list_unsubscribe(token)).encode(),
-        ]
         # A header line starts with its name or, folded, with a blank: never with a dot.
         return [
-            *([(header, header)] for header in headers),
+            *([(header, header)] for header in _headers(factory, recipient, token, now)),
             *self.text.slots(fields),
             *self.html.slots(fields),
         ]
@@ -294,6 +294,20 @@ class FastTemplate:
         slots = self._personal(factory, recipient, now)
         message = b"".join(_assemble(self.static, slots, STORED))
         return message, b"".join(_assemble(self.stuffed, slots, STUFFED)) + b".\r\n"
+
+
+def _headers(
+    factory: MessageFactory, recipient: Recipient, token: str, now: datetime
+) -> list[bytes]:
+    """The copy's personal header fields, refused if a value broke out of its own."""
+    headers = [
+        _to_header(recipient),
+        _date_header(now),
+        f"Message-ID: {factory.message_id(recipient)}{CRLF}".encode("ascii"),
+        fold_uri_list("List-Unsubscribe", factory.list_unsubscribe(token)).encode(),
+    ]
+    check_header_fields(b"".join(headers), _PERSONAL_FIELDS)
+    return headers
 
 
 def _assemble(runs: Sequence[bytes], slots: Sequence[list[Chunk]], side: int) -> list[bytes]:

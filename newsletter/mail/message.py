@@ -31,9 +31,11 @@ from newsletter.mail.headers import (
     POLICY_UTF8,
     Recipient,
     check_header_value,
+    serialise,
     to_value,
 )
 from newsletter.mail.tokens import Tokens
+from newsletter.untrusted import person_name
 
 # Every header DKIM must cover (STANDARDS 17); those a message lacks are simply not signed.
 DKIM_HEADERS = (
@@ -185,9 +187,7 @@ class MessageFactory:
 
     def build(self, recipient: Recipient, now: datetime) -> Envelope:
         """The recipient's message, by substitution into the learned template when possible."""
-        check_header_value("recipient name", recipient.name)
-        check_header_value("recipient address", recipient.email)
-        recipient = self._addressable(recipient)
+        recipient = self._addressable(_checked(recipient))
         if self._fast is None or not recipient.email.isascii():
             return self.build_reference(recipient, now)
         if self.dkim_key is not None:
@@ -217,8 +217,7 @@ class MessageFactory:
 
     def build_reference(self, recipient: Recipient, now: datetime) -> Envelope:
         """The recipient's message built entirely by the standard library."""
-        check_header_value("recipient name", recipient.name)
-        check_header_value("recipient address", recipient.email)
+        recipient = _checked(recipient)
         token = self.token(recipient)
         fields = self.personal_fields(recipient, token)
         return self._envelope(
@@ -267,8 +266,15 @@ class MessageFactory:
     def reference_bytes(
         self, recipient: Recipient, token: str, now: datetime, *, text: str, html: str
     ) -> bytes:
-        message = self._reference_message(recipient, token, now, text=text, html=html)
-        return message.as_bytes()
+        return serialise(self._reference_message(recipient, token, now, text=text, html=html))
+
+
+def _checked(recipient: Recipient) -> Recipient:
+    """The recipient with the name cleaned as at every intake: names stored before that, or
+    written to the database by other means, are only text for people too."""
+    check_header_value("recipient address", recipient.email)
+    name = person_name(recipient.name)
+    return recipient if name == recipient.name else replace(recipient, name=name)
 
 
 def _digest(text: str) -> str:

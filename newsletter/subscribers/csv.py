@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
 from newsletter.errors import InputError
 from newsletter.subscribers.rules import Roster, clean_name, list_subscribers, normalise_email
+from newsletter.untrusted import for_terminal
 
 BATCH = 2000
 MAX_REASONS = 1000  # invalid rows listed one by one; beyond this only counted
@@ -333,8 +334,14 @@ def _event(subscriber_id: int, kind: EventKind, at: datetime) -> dict[str, Any]:
     }
 
 
-def export_csv(app: Roster, out: IO[str]) -> int:
-    """Write every subscriber; cells a spreadsheet would run as a formula are defused."""
+def export_csv(app: Roster, out: IO[str], *, terminal: bool = False) -> int:
+    """Write every subscriber; cells a spreadsheet would run as a formula are defused.
+
+    The values are written as stored, so that a file imports again as it was; with
+    `terminal`, for output that a terminal will show, control and bidi characters in them
+    are written as escapes instead.
+    """
+    shown = for_terminal if terminal else str
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
@@ -342,13 +349,13 @@ def export_csv(app: Roster, out: IO[str]) -> int:
         for s in list_subscribers(session):
             writer.writerow(
                 [
-                    _cell(s.email),
-                    _cell(s.name),
+                    _cell(shown(s.email)),
+                    _cell(shown(s.name)),
                     s.status.value,
                     _iso(s.subscribed_at),
                     _iso(s.confirmed_at),
                     _iso(s.unsubscribed_at),
-                    _cell(s.consent_source),
+                    _cell(shown(s.consent_source)),
                 ]
             )
             count += 1

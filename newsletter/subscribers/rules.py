@@ -10,7 +10,6 @@ lift it, explicitly, and the lifting is recorded too.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
 from newsletter.errors import InputError, NotFoundError, StateError
 from newsletter.runtime import Runtime
+from newsletter.untrusted import person_name
 
 
 class Roster(Runtime, Protocol):
@@ -80,14 +80,11 @@ def _checked_domain(domain: str) -> str | None:
 
 
 def clean_name(raw: str) -> str:
-    """One line of text, or `InputError`: line breaks become spaces, and a control character
-    (a NUL, which PostgreSQL cannot store, or a terminal's escape) or a lone surrogate, which
-    no database can store, is refused rather than kept for a header or a listing later."""
-    name = " ".join(raw.split())
+    """A name as it arrives at any door (CSV import, `subscribers add`, the subscribe form),
+    made plain text for people; the message builder cleans it the same way again."""
+    name = person_name(raw)
     if len(name) > MAX_NAME:
         raise InputError(f"the name is longer than {MAX_NAME} characters")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
-        raise InputError("the name contains a control character or an unpaired surrogate")
     return name
 
 
