@@ -105,6 +105,7 @@ class DeliverySettings:
     dkim_selector: str = ""
     dkim_domain: str = ""
     feedback_sender_id: str = "newsletter"
+    unsubscribe_mailto: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,14 @@ class Settings:
             return self.newsletter.list_id
         domain = self.newsletter.sender.rpartition("@")[2].strip(" >") or "localhost"
         return f"weekly.{domain}"
+
+    @property
+    def unsubscribe_mailto(self) -> str:
+        """The List-Unsubscribe mailto address: `unsubscribe@` the From domain unless set."""
+        if self.delivery.unsubscribe_mailto:
+            return self.delivery.unsubscribe_mailto
+        domain = self.newsletter.sender.rpartition("@")[2].strip(" >") or "localhost"
+        return f"unsubscribe@{domain}"
 
 
 # TOML keys that differ from the attribute names (`from` is a Python keyword).
@@ -363,6 +372,10 @@ def _secrets(env: Mapping[str, str]) -> Secrets:
     )
 
 
+# A bare address that can sit inside `<mailto:...?subject=...>` without escaping.
+_MAILBOX = re.compile(r"[A-Za-z0-9._+=-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+
+
 def _validate(settings: Settings) -> None:
     src = settings.source
     try:
@@ -382,6 +395,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{src}: newsletter.from must contain an email address")
     if not settings.newsletter.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: newsletter.base_url must start with https://")
+    mailto = settings.delivery.unsubscribe_mailto
+    if mailto and not _MAILBOX.fullmatch(mailto):
+        raise ConfigError(
+            f"{src}: delivery.unsubscribe_mailto must be a bare address such as "
+            f"unsubscribe@example.org, not {mailto!r}"
+        )
     known = {s.casefold() for s in settings.feeds.sections}
     for prefix, section in settings.feeds.section_paths:
         if section.casefold() not in known or not prefix.startswith("/"):

@@ -151,6 +151,7 @@ class SmtpServer:
         replies: dict[str, list[str]] | None = None,
         smtputf8: bool = True,
         pipelining: bool = True,
+        size_limit: int | None = None,
     ) -> None:
         self.handler = Handler(
             replies={k.lower(): list(v) for k, v in (replies or {}).items()},
@@ -160,6 +161,8 @@ class SmtpServer:
         self.implicit_tls = implicit_tls
         self.certificate = certificate
         kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
+        if size_limit is not None:  # announced as SIZE; aiosmtpd's default is 32 MiB
+            kwargs["data_size_limit"] = size_limit
         if certificate is not None and implicit_tls:
             kwargs["ssl_context"] = certificate.server_context()
         elif certificate is not None:

@@ -164,6 +164,17 @@ def test_the_command_line_names_the_key_in_one_line(cli: Cli, tmp_path: Path) ->
     assert "web.port must be a whole number, not True" in result.output
 
 
+def test_unsubscribe_mailto_defaults_to_the_from_domain_and_must_be_an_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={}).unsubscribe_mailto == "unsubscribe@example.org"
+    chosen = load_settings(environ={"NEWSLETTER_DELIVERY_UNSUBSCRIBE_MAILTO": "out@example.net"})
+    assert chosen.unsubscribe_mailto == "out@example.net"
+    with pytest.raises(ConfigError, match="unsubscribe_mailto must be a bare address"):
+        load_settings(environ={"NEWSLETTER_DELIVERY_UNSUBSCRIBE_MAILTO": "x@example.org>, <y"})
+
+
 def test_section_paths_from_a_table_or_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "n.toml"
     path.write_text('[feeds]\nsection_paths = {"/europe/" = "Europe", "/asia/" = "Asia-Pacific"}\n')

@@ -245,3 +245,12 @@ def test_golden_message(update_golden: bool) -> None:
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(text, encoding="ascii")
     assert text == GOLDEN.read_text(encoding="ascii")
+
+
+def test_the_mailto_unsubscribe_address_can_be_set(rendered: IssueParts) -> None:
+    """A mailbox that is not `unsubscribe@` the From domain (a separate bounce host, say)."""
+    settings = make_settings(unsubscribe_mailto="leave@lists.example.org")
+    envelope = factory_for(rendered, settings).build(RECIPIENTS[0], NOW)
+    header = re.sub(r"\s+", " ", parse(envelope.message)["List-Unsubscribe"])
+    assert "<mailto:leave@lists.example.org?subject=unsubscribe-" in header
+    assert "unsubscribe@example.org" not in header

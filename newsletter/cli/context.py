@@ -36,6 +36,14 @@ class CliContext:
             self._app.check_schema()
         return self._app
 
+    def warn_about_templates(self) -> None:
+        """Name the operator's template files that nothing uses: a file placed without its
+        email/ or web/ folder would otherwise be ignored without a word."""
+        from newsletter.issue.templates import unused_overrides  # noqa: PLC0415
+
+        for warning in unused_overrides(self.app().templates_dirs):
+            click.echo(f"warning: {warning}", err=True)
+
     def close(self) -> None:
         if self._app is not None:
             self._app.close()

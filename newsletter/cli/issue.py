@@ -88,6 +88,7 @@ def _echo_build(report: BuildReport) -> None:
 @pass_context
 def build(ctx: CliContext, week: Week | None) -> None:
     """Select the issue's articles and render the draft, saying what was left out."""
+    ctx.warn_about_templates()
     _echo_build(build_issue(ctx.app(), week))
 
 

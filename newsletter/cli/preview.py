@@ -31,7 +31,10 @@ def preview(
     ctx: CliContext, week: Week | None, output: Path | None, text: bool, open_it: bool
 ) -> None:
     """Re-select the draft and write it, filled in for a sample reader."""
-    chosen, rendered, refresh = preview_issue(ctx.app(), week, text=text)
+    ctx.warn_about_templates()
+    chosen, rendered, refresh, rerendered = preview_issue(ctx.app(), week, text=text)
+    if rerendered:
+        click.echo(f"Templates changed since {chosen} was built: rendered it again.", err=True)
     if refresh.withdrawn:
         click.echo(f"Showing {chosen} as approved; `newsletter send` will re-select it.", err=True)
     echo_changes(refresh, err=True)

@@ -31,6 +31,10 @@ from newsletter.untrusted import for_terminal
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "articles": (("articles",), "Read the publication's feeds and look at the stored articles."),
     "bounces": (("bounces",), "Read bounce reports, complaints and mailto unsubscribes."),
+    "check": (
+        ("check",),
+        "Check configuration, secrets, DKIM, transport, database and templates before a send.",
+    ),
     "db": (("db",), "Move the stored data to another database."),
     "demo": (
         ("demo",),

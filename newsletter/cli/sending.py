@@ -85,6 +85,7 @@ def send(
     if test_addresses and dry_run:
         raise UsageError("--test and --dry-run cannot be combined")
     app = ctx.app()
+    ctx.warn_about_templates()
     if not dry_run:
         # An unusable transport is refused before the draft is re-selected or anything else
         # changes.

@@ -221,6 +221,9 @@ class Issue(Base):
     html: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
     web_html: Mapped[str] = mapped_column(Text, default="")
+    # SHA-256 of the email templates the render came from: a changed template makes a
+    # draft's stored render stale ("" for issues rendered before it was kept).
+    template_digest: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime]
     built_at: Mapped[datetime | None]
     send_started_at: Mapped[datetime | None]

@@ -29,6 +29,7 @@ from newsletter.issue.selection import (
     Selection,
     select_articles,
 )
+from newsletter.issue.templates import templates_digest
 from newsletter.runtime import Runtime
 from newsletter.tracking.most_read import most_read
 
@@ -239,6 +240,7 @@ def store(app: Editing, session: Session, issue: Issue, week: Week, fresh: Fresh
     issue.html = rendered.html
     issue.text = rendered.text
     issue.web_html = rendered.web_html
+    issue.template_digest = templates_digest(app.templates_dirs)
     issue.built_at = app.clock.now()
     return BuildReport(
         week=week,

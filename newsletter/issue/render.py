@@ -33,6 +33,7 @@ from premailer import Premailer
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, RenderError
 from newsletter.issue.checks import GMAIL_CLIP_BYTES, audit
+from newsletter.issue.contrast import palette
 from newsletter.issue.periods import Week
 from newsletter.issue.text import html_to_text, wrap
 from newsletter.tracking.links import article_links, open_pixel
@@ -279,6 +280,7 @@ def _context(
     groups = [(name, list(group)) for name, group in itertools.groupby(regular, _section)]
     return {
         "brand": brand,
+        "colours": palette(brand),
         "publication": parseaddr(brand.sender)[0] or brand.name,
         "subject": subject,
         "preheader": preheader,

@@ -183,7 +183,7 @@ class MessageFactory:
     def list_unsubscribe(self, token: str) -> str:
         return (
             f"<{self.base_url}/u/{token}>, "
-            f"<mailto:unsubscribe@{self.domain}?subject=unsubscribe-{token}>"
+            f"<mailto:{self.settings.unsubscribe_mailto}?subject=unsubscribe-{token}>"
         )
 
     def envelope_sender(self, recipient: Recipient) -> str:

@@ -26,6 +26,7 @@ from newsletter.app import App
 from newsletter.config import load_settings
 from newsletter.db.models import Issue, IssueStatus
 from newsletter.errors import DeliveryError, InputError, UsageError
+from newsletter.issue.contrast import palette
 from newsletter.issue.periods import Week
 from newsletter.mail.tokens import InvalidToken, Tokens
 from newsletter.subscribers import membership
@@ -163,7 +164,9 @@ class Views:
         return self.page("error", status, title=error.name, message=_ERROR_TEXT.get(status, ""))
 
     def style(self) -> flask.Response:
-        css = self.templates.get_template("web/style.css.j2").render(newsletter=self.site)
+        css = self.templates.get_template("web/style.css.j2").render(
+            newsletter=self.site, colours=palette(self.site)
+        )
         response = flask.Response(css, mimetype="text/css")
         response.headers["Cache-Control"] = "public, max-age=3600"
         return response
