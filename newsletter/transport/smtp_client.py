@@ -189,10 +189,13 @@ class SmtpSession:
         self._writer.write(data)
 
     async def _drain(self) -> None:
+        """Wait while more than a whole message is still to be written; a lost connection
+        shows at the next reply."""
         if self._writer is None:
             raise SessionLost("the session is closed")
-        async with asyncio.timeout(self.config.timeout):
-            await self._writer.drain()
+        if self._writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            async with asyncio.timeout(self.config.timeout):
+                await self._writer.drain()
 
     async def _reply(self) -> tuple[int, list[bytes]]:
         """One reply: its code and the text of each line."""
