@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -225,3 +226,14 @@ def test_outbox_writes_one_file_per_recipient(tmp_path: Path) -> None:
     with outbox.connect() as connection:
         connection.send("a@example.org", "b@example.org", MESSAGE)
     assert (tmp_path / "mail" / "b@example.org.eml").read_bytes() == MESSAGE
+
+
+def test_the_relay_can_be_asked_about_smtputf8_from_inside_a_send() -> None:
+    """A send's event loop builds a message for a UTF-8 domain and asks the relay then."""
+
+    async def ask(smtp: SmtpTransport) -> bool:
+        return smtp.takes_utf8_addresses()
+
+    with SmtpServer(smtputf8=False) as strict, SmtpServer() as server:
+        assert asyncio.run(ask(transport(strict.url()))) is False
+        assert asyncio.run(ask(transport(server.url()))) is True

@@ -8,6 +8,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -112,11 +113,24 @@ class SmtpTransport:
         return SmtpSession(self.config)
 
     def takes_utf8_addresses(self) -> bool:
-        """Asks the relay once per process: its extensions do not change between requests."""
+        """Asks the relay once per process: its extensions do not change between requests.
+
+        Asked from inside a send's event loop (a message for a UTF-8 domain), the one
+        question runs in a thread of its own: a loop cannot wait for a second one in its
+        thread."""
         if self._utf8 is None:
-            with self.connect() as connection:
-                self._utf8 = connection.offers("smtputf8")
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self._utf8 = self._ask_relay()
+            else:
+                with ThreadPoolExecutor(1) as thread:
+                    self._utf8 = thread.submit(self._ask_relay).result()
         return self._utf8
+
+    def _ask_relay(self) -> bool:
+        with self.connect() as connection:
+            return connection.offers("smtputf8")
 
 
 def parse_smtp_url(
