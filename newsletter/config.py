@@ -6,12 +6,13 @@ are read from the environment only, so a configuration file can be committed saf
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter.errors import ConfigError
@@ -182,39 +183,80 @@ def _build_section(
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: [{section}] must be a table")
     by_attr: dict[str, Any] = {}
-    names = {f.name: f for f in fields(cls)}
+    names = {f.name for f in fields(cls)}
+    types = get_type_hints(cls)
     for key, value in values.items():
         attr = _KEY_ALIASES.get((section, key), key)
         if attr not in names:
             raise ConfigError(f"{source}: unknown key {section}.{key}")
-        by_attr[attr] = _coerce(section, key, names[attr].default, value, source)
-    for attr, f in names.items():
+        by_attr[attr] = _coerce(section, key, types[attr], value, source)
+    for attr in names:
         key = next((k for (s, k), a in _KEY_ALIASES.items() if s == section and a == attr), attr)
         env_name = f"{ENV_PREFIX}{section}_{key}".upper()
         if env_name in env:
-            by_attr[attr] = _coerce(section, key, f.default, env[env_name], f"${env_name}")
+            by_attr[attr] = _coerce(section, key, types[attr], env[env_name], f"${env_name}")
     return replace(cls(), **by_attr)
 
 
-def _coerce(section: str, key: str, default: Any, value: Any, source: str) -> Any:
-    """Convert a TOML or environment value to the type of the default, or say which key is off."""
+@dataclass(frozen=True)
+class _Range:
+    """The numbers a key accepts: `low` (excluded when `open_low`) up to `high`."""
+
+    low: float = 0
+    high: float = math.inf
+    open_low: bool = False
+
+    def admits(self, number: float) -> bool:
+        above = number > self.low if self.open_low else number >= self.low
+        return above and number <= self.high
+
+    def describe(self) -> str:
+        if self.high != math.inf:
+            return f"from {self.low:g} to {self.high:g}"
+        return f"greater than {self.low:g}" if self.open_low else f"at least {self.low:g}"
+
+
+# Every number is finite and at least 0 unless listed here; ports, counts and durations
+# that 0 would break ask for more.
+_AT_LEAST_1 = _Range(1)
+_POSITIVE = _Range(0, open_low=True)
+_RANGES: dict[tuple[str, str], _Range] = {
+    ("newsletter", "logo_width"): _AT_LEAST_1,
+    ("feeds", "max_articles"): _AT_LEAST_1,
+    ("feeds", "teaser_words"): _AT_LEAST_1,
+    ("feeds", "timeout"): _POSITIVE,
+    ("feeds", "max_bytes"): _AT_LEAST_1,
+    ("delivery", "connections"): _AT_LEAST_1,
+    ("delivery", "timeout"): _POSITIVE,
+    ("delivery", "max_attempts"): _AT_LEAST_1,
+    ("delivery", "lease_seconds"): _POSITIVE,
+    ("delivery", "messages_per_connection"): _AT_LEAST_1,
+    ("delivery", "soft_bounce_limit"): _AT_LEAST_1,
+    ("web", "port"): _Range(1, 65535),
+    ("web", "confirm_hours"): _AT_LEAST_1,
+}
+
+
+def _coerce(section: str, key: str, kind: Any, value: Any, source: str) -> Any:
+    """Convert a TOML or environment value to the field's declared type, or say which key is
+    off: a TOML `true` is no port and 1.5 no count, whatever Python would make of them."""
     where = f"{source}: {section}.{key}"
-    if isinstance(default, bool):
+    if kind is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in {"1", "true", "yes", "0", "false", "no"}:
             return value.lower() in {"1", "true", "yes"}
         raise ConfigError(f"{where} must be true or false, not {value!r}")
-    if isinstance(default, int | float):
-        kind = type(default)
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be a number, not {value!r}") from None
-        if number < 0:
-            raise ConfigError(f"{where} must not be negative")
+    if kind is int or kind is float:
+        number = _number(kind, value)
+        limits = _RANGES.get((section, key), _Range())
+        noun = "a whole number" if kind is int else "a number"
+        if number is None:
+            raise ConfigError(f"{where} must be {noun}, not {value!r}")
+        if not limits.admits(number):
+            raise ConfigError(f"{where} must be {limits.describe()}, not {value!r}")
         return number
-    if isinstance(default, tuple):
+    if kind == tuple[str, ...]:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -223,6 +265,20 @@ def _coerce(section: str, key: str, default: Any, value: Any, source: str) -> An
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {value!r}")
     return value
+
+
+def _number(kind: type[int] | type[float], value: Any) -> int | float | None:
+    """`value` as a finite `kind`, or None: TOML gives typed values, the environment text."""
+    if isinstance(value, str):
+        try:
+            value = int(value) if kind is int else float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if kind is int:
+        return value if isinstance(value, int) else None
+    return float(value) if math.isfinite(value) else None
 
 
 def _secrets(env: Mapping[str, str]) -> Secrets:
@@ -247,12 +303,6 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{src}: newsletter.from must contain an email address")
     if not settings.newsletter.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: newsletter.base_url must start with https://")
-    if settings.delivery.messages_per_connection < 1:
-        raise ConfigError(f"{src}: delivery.messages_per_connection must be at least 1")
-    if settings.delivery.connections < 1:
-        raise ConfigError(f"{src}: delivery.connections must be at least 1")
-    if settings.feeds.max_articles < 1:
-        raise ConfigError(f"{src}: feeds.max_articles must be at least 1")
     if settings.secrets.dkim_private_key_path and not (
         settings.delivery.dkim_selector and settings.delivery.dkim_domain
     ):

@@ -17,6 +17,7 @@ class Route:
     etag: str = ""
     last_modified: str = ""
     delay: float = 0.0
+    drip: float = 0.0  # seconds between the bytes of the whole response, status line included
 
 
 @dataclass
@@ -45,6 +46,9 @@ def feed_server() -> Iterator[FeedServer]:
                 return
             if route.delay:
                 release.wait(route.delay)
+            if route.drip:
+                self.drip(route)
+                return
             matches_etag = route.etag and self.headers.get("If-None-Match") == route.etag
             matches_date = (
                 route.last_modified and self.headers.get("If-Modified-Since") == route.last_modified
@@ -63,6 +67,18 @@ def feed_server() -> Iterator[FeedServer]:
             self.send_header("Content-Length", str(len(route.body)))
             self.end_headers()
             self.wfile.write(route.body)
+
+        def drip(self, route: Route) -> None:
+            """One byte at a time; stops when the client leaves or the server shuts down."""
+            head = f"HTTP/1.1 {route.status} OK\r\nContent-Length: {len(route.body)}\r\n\r\n"
+            self.close_connection = True
+            for byte in head.encode() + route.body:
+                if release.wait(route.drip):
+                    return
+                try:
+                    self.wfile.write(bytes([byte]))
+                except OSError:  # the client gave up
+                    return
 
         def log_message(self, format: str, *args: object) -> None:
             pass

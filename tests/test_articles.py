@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -15,12 +17,14 @@ from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.config import Settings
 from newsletter.db.models import Article, Feed, Issue, IssueArticle, IssueStatus
+from newsletter.feeds.fetch import Fetched, HttpFetcher, Validators
 from newsletter.feeds.store import fetch_sources
 from newsletter.issue.listing import list_articles
 from newsletter.issue.periods import Week
 
 from .conftest import REPO, Cli
 from .feedserver import FeedServer, Route, feed_server
+from .test_feeds import GB2312_RSS
 
 DEMO = REPO / "examples" / "feed.xml"
 W47 = Week(2024, 47)
@@ -163,6 +167,74 @@ def test_hostile_html_is_stored_sanitised(app: App, tmp_path: Path) -> None:
     stored = article(app, "g1")
     assert stored.teaser_html == "<p>Hi y.</p>"
     assert "<" not in stored.title
+
+
+def test_a_gb2312_feed_is_stored_with_its_chinese_text(app: App, tmp_path: Path) -> None:
+    feed = tmp_path / "gb2312.rss"
+    feed.write_bytes(GB2312_RSS)
+    chinese, demo = fetch_sources(app, [str(feed), str(DEMO)])
+    assert (chinese.error, chinese.new, demo.new) == ("", 1, 16)
+    stored = article(app, "https://cn.example.org/a")
+    assert stored.title == "长江流域的新水坝"
+    assert stored.teaser_html == "<p>水坝于上周完工。</p>"
+    assert stored.image_alt == "黄昏时的水坝"
+    assert count(app) == 17
+
+
+def test_lone_surrogates_in_a_json_feed_are_stored_replaced(app: App, tmp_path: Path) -> None:
+    item = {
+        "id": "g\ud800",
+        "url": "https://json.example.org/a",
+        "title": "x\ud800",
+        "content_html": "<p>Text \udfff here.</p>",
+        "tags": ["Europe", "Kicker\udc00"],
+        "authors": [{"name": "Ann\ud800"}],
+        "date_published": "2024-11-20T10:00:00Z",
+    }
+    feed = tmp_path / "feed.json"
+    feed.write_text(json.dumps({"version": "https://jsonfeed.org/version/1.1", "items": [item]}))
+    (report,) = fetch_sources(app, [str(feed)])
+    assert (report.error, report.new) == ("", 1)
+    stored = article(app, "g\ufffd")
+    assert (stored.title, stored.kicker, stored.authors) == ("x\ufffd", "Kicker\ufffd", "Ann\ufffd")
+    assert stored.teaser_html == "<p>Text \ufffd here.</p>"
+
+
+class ExplodingFetcher:
+    """Fails with an exception no code path expects for sources ending in "boom"."""
+
+    def __init__(self) -> None:
+        self.real = HttpFetcher(timeout=5, max_bytes=1_000_000)
+
+    def fetch(self, source: str, validators: Validators) -> Fetched:
+        if source.endswith("boom"):
+            raise RuntimeError("a parser's bug\nTraceback (most recent call last):")
+        return self.real.fetch(source, validators)
+
+
+def test_an_unexpected_failure_is_one_line_and_the_next_feed_is_read(
+    settings: Settings, clock: FixedClock
+) -> None:
+    application = App.create(settings, clock=clock, fetcher=ExplodingFetcher())
+    try:
+        failed, good = fetch_sources(application, ["https://feeds.example.org/boom", str(DEMO)])
+        assert failed.error == "unexpected RuntimeError: a parser's bug"
+        assert (good.error, good.new) == ("", 16)
+    finally:
+        application.close()
+
+
+def test_cli_reports_a_source_the_database_cannot_take_and_reads_the_next(
+    cli: Cli, tmp_path: Path
+) -> None:
+    odd = os.fsdecode(b"caf\xe9.xml")  # a file name that is not UTF-8, as argv hands it over
+    (tmp_path / odd).write_bytes(DEMO.read_bytes())
+    result = cli("articles", "fetch", odd, str(DEMO))
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    assert "unexpected UnicodeEncodeError" in line
+    assert f"{DEMO}: 16 new" in result.stdout
 
 
 # -- over HTTP -------------------------------------------------------------------------

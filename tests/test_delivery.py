@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +33,7 @@ from newsletter.feeds.store import fetch_sources
 from newsletter.issue.build import build_issue
 from newsletter.issue.periods import Week
 from newsletter.subscribers.rules import add, get, unsubscribe
+from newsletter.transport.outbox import outbox_name
 
 from .smtp_server import SmtpServer
 
@@ -336,6 +340,47 @@ def test_outbox_transport_writes_one_eml_per_recipient(
     report = send_issue(app, WEEK, FAST)
     assert report.sent == 4
     files = sorted(p.name for p in (tmp_path / "outbox").glob("*.eml"))
-    assert files == sorted(f"{e}.eml" for e in emails)
+    assert files == sorted(outbox_name(e) for e in emails)
     assert statuses(app) == {DeliveryStatus.SENT: 4}
+    app.close()
+
+
+@pytest.fixture
+def small_outbox(tmp_path: Path) -> Iterator[Path]:
+    """The test's outbox folder on a 512 KiB tmpfs, room for a few messages of ~100 KB: a
+    disk that really fills up (as root, permissions would not stop a write)."""
+    folder = tmp_path / "outbox"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)]
+    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk is simulated by mounting a small tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        if os.path.ismount(folder):
+            subprocess.run(["umount", str(folder)], check=True, timeout=30)
+
+
+def test_a_full_outbox_pauses_the_send_with_nothing_in_doubt(
+    settings: Settings, clock: FixedClock, small_outbox: Path
+) -> None:
+    app = built(App.create(settings, clock=clock))
+    emails = subscribe(app, 12)
+    # Options of its own: the error stops the send by setting the options' event.
+    report = send_issue(app, WEEK, SendOptions(rate=0, connections=2))
+    assert "No space left on device" in report.error
+    written = {p.name: p.read_bytes() for p in small_outbox.iterdir()}
+    assert all(name.endswith(".eml") for name in written), sorted(written)
+    assert 0 < len(written) < 12
+    counts = statuses(app)
+    assert counts == {DeliveryStatus.SENT: len(written), DeliveryStatus.QUEUED: 12 - len(written)}
+    # Space is made (the small disk goes away), and the same send resumes.
+    subprocess.run(["umount", str(small_outbox)], check=True, timeout=30)
+    resumed = send_issue(app, WEEK, SendOptions(rate=0, connections=2))
+    assert resumed.complete, resumed
+    assert resumed.sent == 12 - len(written)
+    again = {p.name for p in small_outbox.iterdir()}
+    assert not again & written.keys()
+    assert again | written.keys() == {outbox_name(e) for e in emails}
     app.close()

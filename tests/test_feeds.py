@@ -192,6 +192,61 @@ def test_media_description_is_alt_text_not_the_article_text() -> None:
     assert "grey coastline" not in entry.teaser_html
 
 
+GB2312_RSS = (
+    '<?xml version="1.0" encoding="gb2312"?>'
+    '<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"><channel>'
+    "<title>每周新闻</title><link>https://cn.example.org/</link>"
+    "<item><title>长江流域的新水坝</title><link>https://cn.example.org/a</link>"
+    "<category>Asia-Pacific</category><pubDate>Wed, 20 Nov 2024 10:00:00 +0800</pubDate>"
+    "<description>&lt;p&gt;水坝于上周完工。&lt;/p&gt;</description>"
+    '<media:content url="https://cn.example.org/dam.jpg" medium="image">'
+    "<media:description>黄昏时的水坝</media:description></media:content>"
+    "</item></channel></rss>"
+).encode("gb2312")
+
+
+def test_gb2312_feed_with_a_media_description() -> None:
+    feed = parse_feed(GB2312_RSS, "https://cn.example.org/rss", OPTIONS)
+    assert feed.title == "每周新闻"
+    (entry,) = feed.entries
+    assert entry.title == "长江流域的新水坝"
+    assert entry.teaser_html == "<p>水坝于上周完工。</p>"
+    assert (entry.image_url, entry.image_alt) == ("https://cn.example.org/dam.jpg", "黄昏时的水坝")
+    assert entry.section == "Asia-Pacific"
+
+
+def test_lone_surrogates_in_a_json_feed_are_replaced_in_every_field() -> None:
+    item = {
+        "id": "id-\ud800",
+        "url": "https://json.example.org/a-\udfff",
+        "title": "x\ud800",
+        "content_html": "<p>Body \udc80 text.</p>",
+        "image": "https://json.example.org/i\ud800.jpg",
+        "tags": ["Europe", "Tag\ud800"],
+        "authors": [{"name": "Ann\udbff"}],
+    }
+    document = {"version": "https://jsonfeed.org/version/1.1", "title": "F\ud800", "items": [item]}
+    data = json.dumps(document).encode()  # ASCII: the escapes reach json.loads as written
+    feed = parse_feed(data, "https://json.example.org/feed.json", OPTIONS)
+    (entry,) = feed.entries
+    assert feed.title == "F\ufffd"
+    assert entry.title == "x\ufffd"
+    assert entry.teaser_html == "<p>Body \ufffd text.</p>"
+    assert (entry.kicker, entry.authors) == ("Tag\ufffd", ("Ann\ufffd",))
+    texts = [entry.guid, entry.url, entry.image_url, entry.title, entry.teaser_html, feed.title]
+    for text in [*texts, *entry.categories, *entry.authors]:
+        text.encode("utf-8")  # raises on any surrogate left
+
+
+def test_a_reference_to_a_surrogate_in_xml_is_one_clear_line() -> None:
+    data = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><item>'
+        b"<title>x&#xD800;</title><link>https://e.example.org/a</link></item></channel></rss>"
+    )
+    with pytest.raises(FeedError, match="not a well-formed feed"):
+        parse_feed(data, "https://e.example.org/rss", OPTIONS)
+
+
 # -- dates and zones ----------------------------------------------------------------------
 
 

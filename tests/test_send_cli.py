@@ -90,3 +90,39 @@ def test_empty_week_is_refused_but_fine_for_cron(ready: Cli, server: SmtpServer)
 def test_bad_option_is_a_usage_error(ready: Cli) -> None:
     assert ready("send", "--connections", "0").exit_code == 2
     assert ready("send", "--week", WEEK, "--test", "a@example.org", "--dry-run").exit_code == 2
+
+
+def test_an_unknown_transport_leaves_the_issue_as_it_was(ready: Cli, server: SmtpServer) -> None:
+    ftp = {"NEWSLETTER_DELIVERY_TRANSPORT": "ftp://127.0.0.1/outbox"}
+    failed = ready("send", "--week", WEEK, "--yes", "--rate", "0", env=ftp)
+    assert failed.exit_code == 1
+    assert failed.output.count("\n") == 1, failed.output
+    assert "delivery.transport 'ftp://127.0.0.1/outbox' is not supported" in failed.output
+    assert "[draft]" in ready("issue", "show", "--week", WEEK).output
+    # Still a draft: a reader who joins now is in the audience the real send takes.
+    assert ready("subscribers", "add", "dee@example.org").exit_code == 0
+    result = ready("send", "--week", WEEK, "--yes", "--rate", "0")
+    assert result.exit_code == 0, result.output
+    assert sorted(r.recipient for r in server.received) == [
+        "ann@example.org",
+        "bob@example.org",
+        "cyd@example.org",
+        "dee@example.org",
+    ]
+
+
+def test_idn_domains_go_out_in_ascii_through_a_relay_without_smtputf8(cli: Cli) -> None:
+    with SmtpServer(smtputf8=False) as relay:
+        cli.env["NEWSLETTER_DELIVERY_TRANSPORT"] = relay.url()
+        assert cli("subscribers", "add", "ann@xn--bcher-kva.example").exit_code == 0
+        assert cli("subscribers", "add", "jürgen@bücher.example").exit_code == 0
+        assert "ann@bücher.example" in cli("subscribers", "list").output
+        assert cli("articles", "fetch", FEED).exit_code == 0
+        result = cli("send", "--week", WEEK, "--yes", "--rate", "0")
+        [received] = relay.received
+    assert received.recipient == "ann@xn--bcher-kva.example"
+    assert received.message()["To"].addresses[0].addr_spec == "ann@xn--bcher-kva.example"
+    assert received.content.isascii()
+    # A non-ASCII local part has no ASCII form: refused as before, and reported.
+    assert result.exit_code == 1
+    assert "needs SMTPUTF8" in result.output

@@ -172,7 +172,7 @@ def test_cli_import_report_and_errors(cli: Cli, tmp_path: Path) -> None:
     again = cli("subscribers", "import", str(EXAMPLE))
     assert "added 0, updated 0, unchanged 23, suppressed 2, invalid 0" in again.output
 
-    bad = _write(tmp_path, "email\nnope\n", "bad.csv")
+    bad = _write(tmp_path, "email\nnope\nzoe@example.org\n", "bad.csv")
     result = cli("subscribers", "import", str(bad), "--dry-run")
     assert result.exit_code == 0
     assert "line 2:" in result.output
@@ -211,3 +211,15 @@ def test_bare_carriage_returns_are_a_clear_error(app: App, tmp_path: Path) -> No
     with pytest.raises(InputError, match="line 2: a line break inside an unquoted field"):
         import_csv(app, path)
     assert _count(app) == 0
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["import", "dry-run"])
+def test_a_file_without_one_valid_row_exits_1(cli: Cli, tmp_path: Path, dry_run: bool) -> None:
+    bad = _write(tmp_path, "email,name\nnope,A\n@example.org,B\n", "wrong.csv")
+    result = cli("subscribers", "import", str(bad), *(["--dry-run"] if dry_run else []))
+    assert result.exit_code == 1, result.output
+    assert "line 2:" in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert errors == [f"Error: {bad}: no valid row was found; nothing was imported"]
+    assert "Traceback" not in result.output
+    assert "0 subscriber(s)" in cli("subscribers", "list").output

@@ -18,6 +18,7 @@ from newsletter.transport.outbox import (
     TransientFailure,
     classify,
     open_transport,
+    outbox_name,
     parse_smtp_url,
 )
 
@@ -225,7 +226,20 @@ def test_outbox_writes_one_file_per_recipient(tmp_path: Path) -> None:
     assert isinstance(outbox, OutboxTransport)
     with outbox.connect() as connection:
         connection.send("a@example.org", "b@example.org", MESSAGE)
-    assert (tmp_path / "mail" / "b@example.org.eml").read_bytes() == MESSAGE
+    assert (tmp_path / "mail" / outbox_name("b@example.org")).read_bytes() == MESSAGE
+
+
+def test_outbox_names_of_look_alike_addresses_differ_and_stay_put(tmp_path: Path) -> None:
+    outbox = open_transport("outbox:mail", base_dir=tmp_path)
+    with outbox.connect() as connection:
+        connection.send("a@example.org", "jürgen@example.org", MESSAGE + b"one\r\n")
+        connection.send("a@example.org", "j_rgen@example.org", MESSAGE + b"two\r\n")
+        connection.send("a@example.org", "jürgen@example.org", MESSAGE + b"one\r\n")
+    names = sorted(p.name for p in (tmp_path / "mail").iterdir())
+    assert names == sorted([outbox_name("jürgen@example.org"), outbox_name("j_rgen@example.org")])
+    assert all(name.startswith("j_rgen@example.org.") for name in names)
+    assert (tmp_path / "mail" / outbox_name("jürgen@example.org")).read_bytes().endswith(b"one\r\n")
+    assert (tmp_path / "mail" / outbox_name("j_rgen@example.org")).read_bytes().endswith(b"two\r\n")
 
 
 def test_the_relay_can_be_asked_about_smtputf8_from_inside_a_send() -> None:

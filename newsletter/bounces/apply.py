@@ -1,11 +1,17 @@
 """Acting on the bounce mailbox: suppress hard bounces, count soft ones, honour complaints.
 
-The recipient is identified by what we put on the message ourselves before anything else: the
-signed VERP envelope sender first, then the signed unsubscribe token, and only then by the
-addresses a report or flufl.bounce names (which forwarding and heuristics can get wrong).
+Anyone can mail the bounce address, so a report is acted on only for the subscriber named by
+what we signed and put on the message ourselves: the VERP envelope sender it was returned to,
+or our token in what it returned of the original (its VERP Return-Path or the List-Unsubscribe
+token). Only without VERP (no `[delivery] bounce_domain`) is there nothing to check, and the
+addresses a report or flufl.bounce names are used (which forgery, forwarding and heuristics
+can get wrong). A delay is never a failure: the server is still trying.
+
 Every action is stamped with a key derived from the report's Message-ID and the subscriber,
-so reading the same mailbox again changes nothing more. Each message gets its own
-transaction: one that cannot be understood is named in the report and the rest go on.
+so reading the same mailbox again changes nothing more, and carries the report's evidence
+(its Message-ID and date, the status, how it was matched) so a wrong one can be judged and
+lifted. Each message gets its own transaction: one not acted on is named in the report, with
+the reason, and the rest go on.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.parser import BytesHeaderParser
 
 from sqlalchemy import select
@@ -22,10 +28,10 @@ from sqlalchemy.orm import Session
 
 from newsletter.bounces import reports as dsn
 from newsletter.bounces.mailboxes import RawMessage, read_messages
-from newsletter.bounces.reports import Kind, Reading, Unreadable
+from newsletter.bounces.reports import Clue, Kind, Reading, Unreadable
 from newsletter.db.models import Delivery, DeliveryStatus, Event, EventKind, Issue, Subscriber
 from newsletter.errors import InputError
-from newsletter.mail.tokens import InvalidToken, Tokens
+from newsletter.mail.tokens import VERP_PREFIX, InvalidToken, Tokens
 from newsletter.runtime import Runtime
 from newsletter.subscribers import rules as subscribers
 
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 DUPLICATE = "duplicate"
 UNCHANGED = "unchanged"
 MAX_DETAIL = 500
+MAX_EVIDENCE = 300
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class _Target:
     subscriber: Subscriber
     issue_id: int | None
     failure: dsn.Failure
+    matched: str
 
 
 def process_bounces(app: Runtime, source: str) -> BounceReport:
@@ -74,7 +82,11 @@ def process_bounces(app: Runtime, source: str) -> BounceReport:
         except Unreadable as exc:
             report.problems.append(Problem(_name(raw), exc.message))
             continue
-        _process(app, tokens, raw, reading, report)
+        failures = tuple(f for f in reading.failures if f.kind is not Kind.DELAYED)
+        if not failures:
+            report.problems.append(Problem(_name(raw), _delay(reading)))
+            continue
+        _process(app, tokens, raw, replace(reading, failures=failures), report)
     log.info(
         "bounces processed source=%s messages=%d suppressed=%d problems=%d",
         source,
@@ -88,11 +100,12 @@ def process_bounces(app: Runtime, source: str) -> BounceReport:
 def _process(
     app: Runtime, tokens: Tokens, raw: RawMessage, reading: Reading, report: BounceReport
 ) -> None:
+    verp = bool(app.settings.delivery.bounce_domain)
     try:
         with app.transaction() as session:
-            target = _identify(session, tokens, reading)
-            if target is None:
-                report.problems.append(Problem(_name(raw), _unknown(reading)))
+            target = _identify(session, tokens, reading, verp=verp)
+            if isinstance(target, str):
+                report.problems.append(Problem(_name(raw), target))
                 return
             outcome, suppressed = _apply(app, session, reading, target)
     except IntegrityError:
@@ -109,35 +122,73 @@ def _name(raw: RawMessage) -> str:
     return f"{raw.name} {message_id}" if message_id else raw.name
 
 
-def _unknown(reading: Reading) -> str:
-    if reading.addresses:
-        return f"no subscriber matches {', '.join(sorted(set(reading.addresses)))}"
-    return "the recipient is not named (no VERP address, token or recipient address)"
+def _delay(reading: Reading) -> str:
+    first = reading.failures[0]
+    about = f" for {first.address}" if first.address else ""
+    status = f" ({first.status})" if first.status else ""
+    return f"a delay report{about}{status}: the server is still trying; a delay is not a failure"
 
 
-def _identify(session: Session, tokens: Tokens, reading: Reading) -> _Target | None:
-    for address in reading.envelope:
-        ids = tokens.read_verp(address)
-        if ids is not None:
-            subscriber = session.get(Subscriber, ids[0])
-            issue_id = ids[1] if session.get(Issue, ids[1]) is not None else None
-            if subscriber is not None:
-                return _Target(subscriber, issue_id, _failure_for(reading, subscriber))
-    for token in reading.tokens:
-        try:
-            subscriber = session.get(Subscriber, tokens.read_unsubscribe(token))
-        except InvalidToken:
+def _identify(session: Session, tokens: Tokens, reading: Reading, *, verp: bool) -> _Target | str:
+    """The subscriber the report proves it is about, or why it is not acted on."""
+    invalid: list[Clue] = []
+    for clue in reading.clues:
+        ids = _verify(tokens, clue)
+        if ids is None:
+            if not clue.verp or _local_part(clue.value).startswith(VERP_PREFIX):
+                invalid.append(clue)
             continue
-        if subscriber is not None:
-            failure = _failure_for(reading, subscriber)
-            return _Target(subscriber, _last_issue(session, subscriber), failure)
-    for failure in reading.failures:
-        candidates = [failure.address] if failure.address else list(reading.addresses)
-        for address in candidates:
-            subscriber = _find(session, address)
-            if subscriber is not None:
-                return _Target(subscriber, _last_issue(session, subscriber), failure)
-    return None
+        subscriber = session.get(Subscriber, ids[0])
+        if subscriber is None:
+            continue
+        known = ids[1] is not None and session.get(Issue, ids[1]) is not None
+        issue_id = ids[1] if known else _last_issue(session, subscriber)
+        what = "VERP address" if clue.verp else "unsubscribe token"
+        matched = f"our signed {what} in {clue.where}"
+        return _Target(subscriber, issue_id, _failure_for(reading, subscriber), matched)
+    if not verp:
+        for failure in reading.failures:
+            candidates = [failure.address] if failure.address else list(reading.addresses)
+            for address in candidates:
+                subscriber = _find(session, address)
+                if subscriber is not None:
+                    issue_id = _last_issue(session, subscriber)
+                    matched = f"the address {address} named in the report (VERP is off)"
+                    return _Target(subscriber, issue_id, failure, matched)
+    return _unproven(reading, invalid, verp=verp)
+
+
+def _verify(tokens: Tokens, clue: Clue) -> tuple[int, int | None] | None:
+    """(subscriber id, issue id if known) if the clue's signature is ours, else None."""
+    if clue.verp:
+        return tokens.read_verp(clue.value)
+    try:
+        return tokens.read_unsubscribe(clue.value), None
+    except InvalidToken:
+        return None
+
+
+def _local_part(address: str) -> str:
+    return address.strip().strip("<>").rpartition("@")[0]
+
+
+def _unproven(reading: Reading, invalid: list[Clue], *, verp: bool) -> str:
+    named = ", ".join(sorted(set(reading.addresses)))
+    forged = ""
+    if invalid:
+        places = ", ".join(dict.fromkeys(c.where for c in invalid))
+        forged = f"the signed token in {places} is not valid (altered, or not ours)"
+    if verp:
+        about = f" (it names {named})" if named else ""
+        return (
+            f"{forged or 'no VERP address or token of ours'}{about}: with VERP on, only a "
+            "report that carries our signed token proves it answers our message"
+        )
+    reasons = [f"no subscriber matches {named}"] if named else []
+    reasons.extend([forged] if forged else [])
+    return "; ".join(reasons) or (
+        "the recipient is not named (no VERP address, token or recipient address)"
+    )
 
 
 def _failure_for(reading: Reading, subscriber: Subscriber) -> dsn.Failure:
@@ -173,6 +224,7 @@ def _apply(app: Runtime, session: Session, reading: Reading, target: _Target) ->
         return DUPLICATE, False
     now = app.clock.now()
     detail = f"{failure.status} {failure.diagnostic}".strip()[:MAX_DETAIL]
+    evidence = _evidence(reading, target)
     suppressed = False
     match failure.kind:
         case Kind.HARD:
@@ -184,6 +236,7 @@ def _apply(app: Runtime, session: Session, reading: Reading, target: _Target) ->
                 detail=detail,
                 issue_id=issue_id,
                 dedupe_key=key,
+                evidence=evidence,
             )
         case Kind.SOFT | Kind.POLICY:
             if failure.kind is Kind.POLICY:
@@ -197,9 +250,10 @@ def _apply(app: Runtime, session: Session, reading: Reading, target: _Target) ->
                 detail=detail,
                 issue_id=issue_id,
                 dedupe_key=key,
+                evidence=evidence,
             )
             if failure.kind is Kind.SOFT:
-                suppressed = _count_soft(app, session, subscriber, detail, issue_id)
+                suppressed = _count_soft(app, session, target, detail, evidence)
         case Kind.COMPLAINT:
             subscribers.record(
                 session,
@@ -210,21 +264,46 @@ def _apply(app: Runtime, session: Session, reading: Reading, target: _Target) ->
                 detail=detail,
                 issue_id=issue_id,
                 dedupe_key=key,
+                evidence=evidence,
             )
             suppressed = subscribers.unsubscribe(
-                session, subscriber, at=now, source="complaint", detail=detail, issue_id=issue_id
+                session,
+                subscriber,
+                at=now,
+                source="complaint",
+                detail=detail,
+                issue_id=issue_id,
+                evidence=evidence,
             )
         case Kind.UNSUBSCRIBE:
             suppressed = subscribers.unsubscribe(
-                session, subscriber, at=now, source="mailto", detail=detail, dedupe_key=key
+                session,
+                subscriber,
+                at=now,
+                source="mailto",
+                detail=detail,
+                dedupe_key=key,
+                evidence=evidence,
             )
     return failure.kind.value, suppressed
 
 
+def _evidence(reading: Reading, target: _Target) -> dict[str, str]:
+    """Which report a change rests on and how it was matched, kept with the event."""
+    return {
+        "report": reading.message_id[:MAX_EVIDENCE],
+        "date": reading.date[:MAX_EVIDENCE],
+        "status": target.failure.status,
+        "diagnostic": target.failure.diagnostic[:MAX_DETAIL],
+        "matched": target.matched[:MAX_EVIDENCE],
+    }
+
+
 def _count_soft(
-    app: Runtime, session: Session, subscriber: Subscriber, detail: str, issue_id: int | None
+    app: Runtime, session: Session, target: _Target, detail: str, evidence: dict[str, str]
 ) -> bool:
     """A soft bounce counts towards the limit; reaching it suppresses (0 means never)."""
+    subscriber = target.subscriber
     subscriber.soft_bounces += 1
     subscriber.updated_at = app.clock.now()
     limit = app.settings.delivery.soft_bounce_limit
@@ -236,7 +315,8 @@ def _count_soft(
         at=app.clock.now(),
         source="bounce",
         detail=f"{subscriber.soft_bounces} soft bounces, the last: {detail}"[:MAX_DETAIL],
-        issue_id=issue_id,
+        issue_id=target.issue_id,
+        evidence=evidence,
     )
 
 

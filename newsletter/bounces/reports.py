@@ -2,9 +2,10 @@
 
 Three kinds of mail arrive there: delivery status notifications (RFC 3464), complaint reports
 (ARF, RFC 5965) and unsubscribe requests sent to the List-Unsubscribe mailto. Each is reduced
-to plain values: how the recipient may be identified (envelope addresses that may carry our
-VERP token, unsubscribe tokens, plain addresses, most trusted first) and what happened.
-Bounces that are not RFC 3464 reports fall back to flufl.bounce's heuristic detectors.
+to plain values: how the recipient may be identified (the places where our signed VERP
+address or unsubscribe token may appear, then plain addresses, which anyone can write) and
+what happened. A delay is kept apart from a failure: the server is still trying. Bounces that
+are not RFC 3464 reports fall back to flufl.bounce's heuristic detectors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import enum
 import hashlib
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses
@@ -29,6 +31,7 @@ class Kind(enum.StrEnum):
     POLICY = "policy"
     COMPLAINT = "complaint"
     UNSUBSCRIBE = "unsubscribe"
+    DELAYED = "delayed"
 
 
 class Unreadable(NewsletterError):
@@ -46,20 +49,33 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Clue:
+    """A value that may be one of our signed tokens, and where in the report it was found.
+
+    `verp` clues are addresses (our VERP sender), the others bare unsubscribe tokens. Only a
+    clue whose signature verifies proves that the report answers a message we sent.
+    """
+
+    where: str
+    value: str
+    verp: bool
+
+
+@dataclass(frozen=True)
 class Reading:
     message_id: str
+    date: str
     failures: tuple[Failure, ...]
-    envelope: tuple[str, ...]
-    tokens: tuple[str, ...]
+    clues: tuple[Clue, ...]
     addresses: tuple[str, ...]
 
 
-# Headers where the address a bounce was delivered to (our VERP sender) shows up.
 # flufl.bounce logs a traceback for each detector that trips over a malformed message; we
 # report those messages ourselves, as one line each.
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
-_ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to")
+# Headers where the address a bounce was delivered to (our VERP sender) shows up.
+_ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _MAILTO_TOKEN = re.compile(r"\bunsubscribe-([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
 _URL_TOKEN = re.compile(r"/u/([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
@@ -70,23 +86,23 @@ def read(raw: bytes) -> Reading:
     if not raw.strip():
         raise Unreadable("the message is empty")
     msg = email.message_from_bytes(raw)
-    message_id = str(msg.get("message-id", "")).strip() or hashlib.sha256(raw).hexdigest()
+    message_id = _header(msg, "message-id") or hashlib.sha256(raw).hexdigest()
+    date = _header(msg, "date")
     report_type = str(msg.get_param("report-type", "", header="content-type")).lower()
     if msg.get_content_type() == "multipart/report" and report_type == "feedback-report":
-        return _complaint(msg, message_id)
+        return _complaint(msg, message_id, date)
     status_parts = [p for p in msg.walk() if p.get_content_type() == "message/delivery-status"]
     if status_parts:
-        return _dsn(msg, message_id, status_parts)
+        return _dsn(msg, message_id, date, status_parts)
     token = _MAILTO_TOKEN.search(_header(msg, "subject"))
     if token:
         # Only the signed token names the reader: a From address is trivially forged.
-        return Reading(
-            message_id, (Failure("", Kind.UNSUBSCRIBE, "", "mailto request"),), (), (token[1],), ()
-        )
-    return _heuristic(msg, message_id)
+        request = Failure("", Kind.UNSUBSCRIBE, "", "mailto request")
+        return Reading(message_id, date, (request,), (Clue("Subject", token[1], False),), ())
+    return _heuristic(msg, message_id, date)
 
 
-def _dsn(msg: Message, message_id: str, parts: list[Message]) -> Reading:
+def _dsn(msg: Message, message_id: str, date: str, parts: list[Message]) -> Reading:
     failures: list[Failure] = []
     for part in parts:
         blocks = part.get_payload()
@@ -95,12 +111,11 @@ def _dsn(msg: Message, message_id: str, parts: list[Message]) -> Reading:
         failures.extend(f for f in map(_failure, blocks[1:]) if f is not None)
     if not failures:
         raise Unreadable("a delivery report without a failed or delayed recipient")
-    returned = _returned_headers(msg)
     return Reading(
         message_id,
+        date,
         tuple(failures),
-        _envelope(msg, returned),
-        _list_tokens(returned),
+        _clues(msg, _returned_headers(msg)),
         tuple(f.address for f in failures if f.address),
     )
 
@@ -112,10 +127,13 @@ def _failure(block: Message) -> Failure | None:
     address = _typed_address(_header(block, "original-recipient")) or _typed_address(
         _header(block, "final-recipient")
     )
-    if action.startswith("delayed") or status.startswith("4."):
-        kind = Kind.SOFT
+    if action.startswith("delayed"):
+        kind = Kind.DELAYED
     elif action.startswith(("failed", "error")):
-        kind = classify_permanent(status)
+        kind = Kind.SOFT if status.startswith("4.") else classify_permanent(status)
+    elif status.startswith("4.") and not action:
+        # No verdict, only a transient status: the server has not given up.
+        kind = Kind.DELAYED
     else:
         return None
     return Failure(address, kind, status, diagnostic)
@@ -142,14 +160,16 @@ def _status(field: str, diagnostic: str) -> str:
     return status
 
 
-def _complaint(msg: Message, message_id: str) -> Reading:
+def _complaint(msg: Message, message_id: str, date: str) -> Reading:
     reports = [p for p in msg.walk() if p.get_content_type() == "message/feedback-report"]
     fields = _first_block(reports[0]) if reports else None
     if fields is None:
         raise Unreadable("a complaint report without its feedback-report part")
     returned = _returned_headers(msg)
-    envelope = [a for a in _addresses(_header(fields, "original-mail-from")) if a]
-    envelope.extend(_envelope(msg, returned))
+    mail_from = [
+        Clue("Original-Mail-From", a, True)
+        for a in _addresses(_header(fields, "original-mail-from"))
+    ]
     addresses = [a for a in _addresses(_header(fields, "original-rcpt-to")) if a]
     if returned is not None:
         addresses.extend(_addresses(_header(returned, "to")))
@@ -158,29 +178,29 @@ def _complaint(msg: Message, message_id: str) -> Reading:
     detail = f"feedback-type {feedback}" + (f" from {agent}" if agent else "")
     return Reading(
         message_id,
+        date,
         (Failure("", Kind.COMPLAINT, "", detail),),
-        tuple(dict.fromkeys(envelope)),
-        _list_tokens(returned),
+        _clues(msg, returned, mail_from),
         tuple(addresses),
     )
 
 
-def _heuristic(msg: Message, message_id: str) -> Reading:
+def _heuristic(msg: Message, message_id: str, date: str) -> Reading:
     """A bounce in a provider's own format: flufl.bounce's detectors name the addresses."""
     try:
         temporary, permanent = all_failures(msg)
     except Exception as exc:  # third-party heuristics run on hostile input
         raise Unreadable(f"the bounce detectors failed on it ({type(exc).__name__})") from None
+    # flufl.bounce's temporary failures are its detectors' delay warnings.
     failures = [_guessed(a, Kind.HARD) for a in sorted(permanent)]
-    failures.extend(_guessed(a, Kind.SOFT) for a in sorted(temporary - permanent))
+    failures.extend(_guessed(a, Kind.DELAYED) for a in sorted(temporary - permanent))
     if not failures:
         raise Unreadable("not a delivery report, complaint or unsubscribe request")
-    returned = _returned_headers(msg)
     return Reading(
         message_id,
+        date,
         tuple(failures),
-        _envelope(msg, returned),
-        _list_tokens(returned),
+        _clues(msg, _returned_headers(msg)),
         tuple(f.address for f in failures),
     )
 
@@ -209,21 +229,22 @@ def _first_block(part: Message) -> Message | None:
     return None
 
 
-def _envelope(msg: Message, returned: Message | None) -> tuple[str, ...]:
-    found: list[str] = []
+def _clues(
+    msg: Message, returned: Message | None, first: list[Clue] | None = None
+) -> tuple[Clue, ...]:
+    """Where the report was delivered (our VERP sender), then what it returned of our message."""
+    found = list(first or ())
     for name in _ENVELOPE_HEADERS:
         for value in msg.get_all(name, []):
-            found.extend(_addresses(str(value)))
+            found.extend(Clue(name, a, True) for a in _addresses(str(value)))
     if returned is not None:
-        found.extend(_addresses(_header(returned, "return-path")))
-    return tuple(dict.fromkeys(a for a in found if a))
-
-
-def _list_tokens(returned: Message | None) -> tuple[str, ...]:
-    if returned is None:
-        return ()
-    value = _header(returned, "list-unsubscribe")
-    return tuple(dict.fromkeys(m[1] for m in _URL_TOKEN.finditer(value)))
+        where = "returned Return-Path"
+        found.extend(Clue(where, a, True) for a in _addresses(_header(returned, "return-path")))
+        value = _header(returned, "list-unsubscribe")
+        where = "returned List-Unsubscribe"
+        for pattern in (_URL_TOKEN, _MAILTO_TOKEN):
+            found.extend(Clue(where, m[1], False) for m in pattern.finditer(value))
+    return tuple(dict.fromkeys(found))
 
 
 def _header(msg: Message, name: str) -> str:
@@ -233,6 +254,22 @@ def _header(msg: Message, name: str) -> str:
 
 def _addresses(value: str) -> list[str]:
     return [address.strip() for _name, address in getaddresses([value]) if "@" in address]
+
+
+def neutralise(text: str, limit: int = 300) -> str:
+    """Text from a report made safe for a terminal: control, format (bidi, zero-width) and line
+    separator characters are dropped or become spaces, undecodable bytes become U+FFFD."""
+    kept: list[str] = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            kept.append("\ufffd")
+        elif ch in "\t\r\n" or category in ("Zl", "Zp"):
+            kept.append(" ")
+        elif category not in ("Cc", "Cf"):
+            kept.append(ch)
+    cleaned = " ".join("".join(kept).split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
 
 
 def _typed_address(value: str) -> str:

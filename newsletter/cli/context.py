@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from newsletter.app import App
 from newsletter.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from newsletter.app import App
 
 
 class CliContext:
@@ -23,6 +27,8 @@ class CliContext:
     def app(self, *, check_schema: bool = True) -> App:
         """The wired application; every command but `init` refuses an out-of-date schema."""
         if self._app is None:
+            from newsletter.app import App  # noqa: PLC0415 - `--help` must not load the database
+
             self._app = App.create(self.settings)
         if check_schema:
             self._app.check_schema()

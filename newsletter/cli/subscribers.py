@@ -7,11 +7,13 @@ from pathlib import Path
 
 import click
 
+from newsletter.bounces.reports import neutralise
 from newsletter.cli.context import CliContext, pass_context
 from newsletter.cli.root import main
 from newsletter.db.models import SubscriberStatus
+from newsletter.errors import InputError
 from newsletter.subscribers.csv import ImportReport, export_csv, import_csv
-from newsletter.subscribers.rules import add_address, listing, unsubscribe_address
+from newsletter.subscribers.rules import Suppression, add_address, listing, unsubscribe_address
 
 
 @main.group()
@@ -27,6 +29,9 @@ def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
     """Import subscribers from a CSV file (email, name, status, subscribed_at)."""
     report = import_csv(ctx.app(), file, dry_run=dry_run)
     _print_import(report)
+    if not report.valid:
+        # A file of rejected rows is most likely the wrong file: a script must notice.
+        raise InputError(f"{file}: no valid row was found; nothing was imported")
 
 
 def _print_import(report: ImportReport) -> None:
@@ -61,12 +66,26 @@ def export(ctx: CliContext, output: Path | None) -> None:
 @subscribers.command()
 @click.argument("email")
 @click.option("--name", default="", help="Display name.")
+@click.option("--force", is_flag=True, help="Lift a bounce or complaint judged wrong.")
 @pass_context
-def add(ctx: CliContext, email: str, name: str) -> None:
-    """Add one subscriber, active (an unsubscribed or bounced one stays so)."""
-    change = add_address(ctx.app(), email, name)
-    subscriber = change.subscriber
-    if subscriber.status.suppressed:
+def add(ctx: CliContext, email: str, name: str, force: bool) -> None:
+    """Add one subscriber, active (an unsubscribed or bounced one stays so).
+
+    A bounce or complaint report may be wrong: --force lifts the suppression it made. A
+    reader's own unsubscribe is never lifted; only the reader can subscribe again.
+    """
+    change = add_address(ctx.app(), email, name, force=force)
+    subscriber, held = change.subscriber, change.suppression
+    if change.lifted and held is not None:
+        click.echo(f"{subscriber.email} is active again; lifted: {_describe(held)}.")
+    elif held is not None and held.by_report:
+        click.echo(f"{subscriber.email} stays {held.status.value}: {_describe(held)}.")
+        click.echo(
+            f"If that was wrong, lift it with: newsletter subscribers add {subscriber.email} "
+            "--force",
+            err=True,
+        )
+    elif subscriber.status.suppressed:
         click.echo(f"{subscriber.email} is {subscriber.status.value}; left unchanged.")
     elif change.changed:
         click.echo(f"{subscriber.email} is {subscriber.status.value}.")
@@ -76,13 +95,34 @@ def add(ctx: CliContext, email: str, name: str) -> None:
 
 @subscribers.command()
 @click.argument("email")
+@click.option("--force", is_flag=True, help="Record a bounced address as unsubscribed instead.")
 @pass_context
-def unsubscribe(ctx: CliContext, email: str) -> None:
-    """Unsubscribe one address."""
-    if unsubscribe_address(ctx.app(), email):
+def unsubscribe(ctx: CliContext, email: str, force: bool) -> None:
+    """Unsubscribe one address.
+
+    A bounced address stays bounced unless --force lifts the bounce (judged wrong) and records
+    it as unsubscribed, which, unlike a bounce, the reader can undo.
+    """
+    change = unsubscribe_address(ctx.app(), email, force=force)
+    subscriber, held = change.subscriber, change.suppression
+    if change.lifted and held is not None:
+        click.echo(f"Unsubscribed {subscriber.email}; lifted: {_describe(held)}.")
+    elif held is not None:
+        click.echo(f"{subscriber.email} stays bounced: {_describe(held)}; nothing changed.")
+        click.echo(
+            "If the bounce was wrong, lift it with --force (here: record it as unsubscribed; "
+            f"or make it active with: newsletter subscribers add {subscriber.email} --force)",
+            err=True,
+        )
+    elif change.changed:
         click.echo(f"Unsubscribed {email.strip()}.")
     else:
         click.echo(f"{email.strip()} was not subscribed; nothing changed.")
+
+
+def _describe(held: Suppression) -> str:
+    """The suppression's record, whose detail and evidence were written by a stranger."""
+    return neutralise(held.describe(), limit=600)
 
 
 @subscribers.command("list")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -135,6 +136,9 @@ class Event(Base):
     issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))
     # A stable key for events that must be recorded once only (a bounce report read twice).
     dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # What a report-driven change rests on (the report's Message-ID and date, the status and
+    # diagnostic, how the report was matched to the subscriber), so a wrong one can be judged.
+    evidence: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
 
 class Feed(Base):

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.errors import DatabaseError, SchemaOutdatedError
@@ -139,6 +139,37 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+# What the drivers call the failures an operator fixes outside the program: SQLite's primary
+# result codes, PostgreSQL's SQLSTATEs.
+_SQLITE_READONLY, _SQLITE_FULL = 8, 13
+_PG_READ_ONLY, _PG_DISK_FULL = "25006", "53100"
+
+
+def operator_error(exc: BaseException) -> DatabaseError | None:
+    """One line for a database that cannot take a write (read-only, full) or went away;
+    None for any other failure, which is a bug and keeps its traceback. The transaction
+    was rolled back, so nothing stored is lost."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    state = getattr(exc.orig, "sqlstate", None)
+    text = _first_line(exc)
+    if primary == _SQLITE_READONLY or state == _PG_READ_ONLY:
+        return DatabaseError(
+            f"the database is read-only: {text}",
+            hint="use a writable [database] url, or check the file's permissions",
+        )
+    if primary == _SQLITE_FULL or state == _PG_DISK_FULL:
+        return DatabaseError(
+            f"the database is full: {text}",
+            hint="free space on the database's disk and run the command again; nothing was changed",
+        )
+    if isinstance(exc, OperationalError):
+        return DatabaseError(f"the database failed: {text}")
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

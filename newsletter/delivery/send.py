@@ -110,13 +110,16 @@ def _plan(app: Sending, week: Week) -> SendPlan | None:
     )
 
 
-def _factory(app: Sending, issue: Issue) -> MessageFactory:
+def _factory(app: Sending, issue: Issue, *, ask_relay: bool = True) -> MessageFactory:
+    """The issue's messages, addressed as the relay can take them (a dry run asks no
+    relay)."""
     settings = app.settings
     return MessageFactory(
         settings,
         Tokens(settings.secrets.secret_keys, settings.list_id),
         IssueParts(issue.id, issue.week, issue.subject, issue.html, issue.text),
         DkimKey.from_settings(settings),
+        utf8_relay=app.transport.takes_utf8_addresses if ask_relay else None,
     )
 
 
@@ -163,6 +166,8 @@ def _send_issue(
             hint="`newsletter stats` shows how it went; --resend-uncertain retries the "
             "recipients whose outcome is unknown",
         )
+    # An unusable transport is refused while the issue is still as the operator left it.
+    app.transport  # noqa: B018
     with _sole_sender(app, week) as sole:
         ledger = Ledger(app, issue.id)
         now = app.clock.now()
@@ -292,7 +297,7 @@ def send_test(app: Sending, week: Week, addresses: Sequence[str]) -> SendReport:
 def dry_run(app: Sending, week: Week, progress: ProgressCallback | None = None) -> SendReport:
     """Build every active subscriber's message, as a send would, and send none."""
     issue = _sendable(app, week)
-    factory = _factory(app, issue)
+    factory = _factory(app, issue, ask_relay=False)
     report = SendReport(week=str(week), mode="dry-run")
     started = app.clock.monotonic()
     failures: list[str] = []

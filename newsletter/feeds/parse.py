@@ -15,7 +15,7 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from xml.parsers import expat
@@ -32,6 +32,7 @@ from newsletter.feeds.teasers import (
     one_line,
     plain_text,
     safe_url,
+    valid_text,
 )
 
 MAX_KEY = 2000  # the width of articles.guid and articles.url
@@ -159,6 +160,11 @@ def _entry(
     base: str,
     options: FeedOptions,
 ) -> FeedEntry | None:
+    guid, link, title, body, base = map(valid_text, (guid, link, title, body, base))
+    categories = [valid_text(c) for c in categories]
+    authors = [valid_text(a) for a in authors]
+    media = [replace(m, url=valid_text(m.url)) for m in media]
+    media_alt, media_credit = valid_text(media_alt), valid_text(media_credit)
     url = safe_url(link, base, IMAGE_SCHEMES)
     title = one_line(title)
     if not url or len(url) > MAX_KEY or not title:
@@ -188,7 +194,10 @@ def _parse_xml(data: bytes, source_url: str, options: FeedOptions) -> ParsedFeed
     headers = {"content-type": "application/xml"}
     if safe_url(source_url, "", IMAGE_SCHEMES):
         headers["content-location"] = source_url
-    parsed = feedparser.parse(data, response_headers=headers)
+    try:
+        parsed = feedparser.parse(data, response_headers=headers)
+    except ValueError as exc:  # its forgiving parser chokes on a reference to a surrogate
+        raise FeedError(f"not a well-formed feed: {_first_line(exc)}") from None
     problem = parsed.get("bozo_exception")
     if parsed.get("bozo") and not isinstance(problem, feedparser.CharacterEncodingOverride):
         raise FeedError(f"not a well-formed feed: {_first_line(problem)}")
@@ -197,7 +206,7 @@ def _parse_xml(data: bytes, source_url: str, options: FeedOptions) -> ParsedFeed
     feed = parsed.get("feed", {})
     base = _web_base(source_url, str(feed.get("link", "")))
     items = parsed.get("entries", [])
-    descriptions = _media_descriptions(data)
+    descriptions = _media_descriptions(data, str(parsed.get("encoding", "")))
     if len(descriptions) != len(items):
         descriptions = [""] * len(items)
     entries: list[FeedEntry] = []
@@ -212,20 +221,24 @@ def _parse_xml(data: bytes, source_url: str, options: FeedOptions) -> ParsedFeed
 
 
 def _xml_title(node: Mapping[str, Any]) -> str:
-    title = str(node.get("title", ""))
+    title = valid_text(str(node.get("title", "")))
     detail = node.get("title_detail") or {}
     if "html" in str(detail.get("type", "")):
         return plain_text(title)
     return one_line(title)
 
 
-def _media_descriptions(data: bytes) -> list[str]:
+def _media_descriptions(data: bytes, encoding: str) -> list[str]:
     """media:description per item, in document order.
 
     feedparser files media:description under the item's own summary or content, so the
     image's alt text would be mistaken for the article text; reading it here lets us keep
     the two apart. Empty when the document cannot be read this way (feedparser's more
     forgiving reading still stands).
+
+    The text is decoded with the `encoding` feedparser found: expat reads no multi-byte
+    encoding but UTF-8 and UTF-16 by itself (a gb2312 feed would raise ValueError), and
+    handed a str it ignores the declaration and reads UTF-8.
     """
     found: list[str] = []
     state: dict[str, str | None] = {"item": None, "text": None}
@@ -258,8 +271,8 @@ def _media_descriptions(data: bytes) -> list[str]:
     parser.CharacterDataHandler = text
     parser.EntityDeclHandler = refuse_entities
     try:
-        parser.Parse(data, True)
-    except (expat.ExpatError, _EntitiesRefused):
+        parser.Parse(data.decode(encoding) if encoding else data, True)
+    except (expat.ExpatError, _EntitiesRefused, LookupError, ValueError):
         return []
     return found
 
@@ -345,7 +358,8 @@ def _parse_json(data: bytes, source_url: str, options: FeedOptions) -> ParsedFee
             skipped += 1
         else:
             entries.append(entry)
-    return ParsedFeed(one_line(_text(document.get("title"))), tuple(entries), skipped)
+    title = one_line(valid_text(_text(document.get("title"))))
+    return ParsedFeed(title, tuple(entries), skipped)
 
 
 def _text(value: object) -> str:

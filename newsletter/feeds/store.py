@@ -9,6 +9,7 @@ of what readers received: later changes in the feed never touch it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -20,6 +21,7 @@ from newsletter.db.models import Article, Feed, Issue, IssueArticle, IssueStatus
 from newsletter.errors import FeedError
 from newsletter.feeds.fetch import Fetcher, Validators
 from newsletter.feeds.parse import FeedEntry, FeedOptions, parse_feed
+from newsletter.feeds.teasers import one_line, valid_text
 from newsletter.runtime import Runtime
 
 
@@ -31,6 +33,7 @@ class Ingesting(Runtime, Protocol):
 
 
 LOCKED_STATUSES = (IssueStatus.SENDING, IssueStatus.SENT)
+MAX_ERROR = 300  # an exception's text can be long; one readable line is enough
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,23 @@ def feed_options(app: Ingesting) -> FeedOptions:
 
 def fetch_sources(app: Ingesting, sources: Sequence[str]) -> list[FeedReport]:
     """Fetch and store every source in turn; failures are reported, not raised."""
-    return [_fetch_one(app, source) for source in sources]
+    return [_fetch_guarded(app, source) for source in sources]
+
+
+def _fetch_guarded(app: Ingesting, source: str) -> FeedReport:
+    """`_fetch_one`, with a failure nobody foresaw (a parser's bug, a value the database
+    refuses) turned into that feed's one-line report: the feeds after it are still read."""
+    try:
+        return _fetch_one(app, source)
+    except Exception as exc:
+        text = str(exc).strip()
+        detail = text.splitlines()[0] if text else "no detail"
+        error = one_line(valid_text(f"unexpected {type(exc).__name__}: {detail}"))[:MAX_ERROR]
+        with suppress(Exception), app.transaction() as session:  # the database may be the fault
+            feed = _feed_row(session, source)
+            if feed is not None:
+                feed.last_error = error
+        return FeedReport(source, error=error)
 
 
 def _fetch_one(app: Ingesting, source: str) -> FeedReport:

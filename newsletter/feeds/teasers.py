@@ -46,11 +46,21 @@ _DROP_WITH_CONTENT = frozenset(
         "textarea",
     }
 )
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*(?=\s|$)")
 _BOILERPLATE = re.compile(
     r"^(continue reading|read more|to read this article in full|the post .* appeared first on)",
     re.IGNORECASE,
 )
+
+
+def valid_text(text: str) -> str:
+    """`text` with every surrogate code point replaced by U+FFFD.
+
+    A JSON `\\ud800` escape decodes to a lone surrogate, which no UTF-8 encoder accepts: the
+    HTML sanitiser and the database driver would refuse it and end the whole fetch.
+    """
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def one_line(text: str) -> str:

@@ -12,16 +12,18 @@ tests prove that the two give the same bytes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 import dkim
+from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import Settings
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, DeliveryError
 from newsletter.issue.render import PersonalFields, personalise
 from newsletter.mail.copies import FastTemplate
 from newsletter.mail.headers import (
@@ -116,11 +118,15 @@ class MessageFactory:
         tokens: Tokens,
         issue: IssueParts,
         dkim_key: DkimKey | None = None,
+        utf8_relay: Callable[[], bool] | None = None,
     ) -> None:
+        """`utf8_relay` says whether the relay takes UTF-8 addresses (SMTPUTF8); asked only
+        for a recipient whose address needs it. Without it, every relay is assumed to."""
         self.settings = settings
         self.tokens = tokens
         self.issue = issue
         self.dkim_key = dkim_key
+        self.utf8_relay = utf8_relay
         news = settings.newsletter
         check_header_value("subject", issue.subject)
         check_header_value("sender", news.sender)
@@ -174,12 +180,33 @@ class MessageFactory:
         """The recipient's message, by substitution into the learned template when possible."""
         check_header_value("recipient name", recipient.name)
         check_header_value("recipient address", recipient.email)
+        recipient = self._addressable(recipient)
         if self._fast is None or not recipient.email.isascii():
             return self.build_reference(recipient, now)
         if self.dkim_key is not None:
             return self._envelope(recipient, self._fast.render(self, recipient, now))
         message, data = self._fast.render_for_smtp(self, recipient, now)
         return Envelope(self.envelope_sender(recipient), recipient.email, message, data)
+
+    def _addressable(self, recipient: Recipient) -> Recipient:
+        """`recipient` with the domain in its ASCII (punycode) form when the relay cannot
+        take UTF-8 addresses. Domains are stored in Unicode, even when typed as `xn--`, and
+        the ASCII form reaches them through any relay; a non-ASCII local part has no such
+        form and is left for the transport to refuse."""
+        if recipient.email.isascii() or self.utf8_relay is None:
+            return recipient
+        try:
+            ascii_email = validate_email(recipient.email, check_deliverability=False).ascii_email
+        except EmailNotValidError:
+            return recipient
+        if ascii_email is None:
+            return recipient
+        try:
+            if self.utf8_relay():
+                return recipient
+        except DeliveryError:
+            pass  # the relay cannot be asked now: the ASCII form suits it either way
+        return replace(recipient, email=ascii_email)
 
     def build_reference(self, recipient: Recipient, now: datetime) -> Envelope:
         """The recipient's message built entirely by the standard library."""

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from io import BufferedReader
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
@@ -50,6 +50,11 @@ class ImportReport:
     reasons: list[tuple[int, str]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     dry_run: bool = False
+
+    @property
+    def valid(self) -> int:
+        """Rows that named a subscriber, whatever became of them."""
+        return self.added + self.updated + self.unchanged + self.suppressed + self.merged
 
     def reject(self, line: int, reason: str) -> None:
         self.invalid += 1
@@ -245,21 +250,40 @@ def _apply(session: Session, batch: list[Row], now: datetime, report: ImportRepo
         else:
             events.append(_event(current.id, EventKind.UPDATED, now))
         report.updated += 1
-    if new_rows:
-        inserted = session.execute(
-            insert(Subscriber).returning(Subscriber.id, Subscriber.status), new_rows
-        ).all()
-        for subscriber_id, status in inserted:
-            events.append(_event(subscriber_id, EventKind.SUBSCRIBED, now))
-            if status.suppressed:
-                kind = (
-                    EventKind.BOUNCED
-                    if status is SubscriberStatus.BOUNCED
-                    else EventKind.UNSUBSCRIBED
-                )
-                events.append(_event(subscriber_id, kind, now))
     if events:
         session.execute(insert(Event), events)
+    if new_rows:
+        _insert_new(session, new_rows, now)
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
+    """Insert new subscribers with their `subscribed` event (and the suppression event of
+    one imported as unsubscribed or bounced).
+
+    The events are made by the database from the rows just inserted, found by address, rather
+    than by asking for every new id back: returning ids row by row through the ORM cost more
+    than all the rest of an import together.
+    """
+    # The table, not the mapped class: the ORM's bulk path reads every row back otherwise.
+    session.execute(insert(cast(Table, Subscriber.__table__)), rows)
+    emails = [row["email"] for row in rows]
+    for kind, status in (
+        (EventKind.SUBSCRIBED, None),
+        (EventKind.UNSUBSCRIBED, SubscriberStatus.UNSUBSCRIBED),
+        (EventKind.BOUNCED, SubscriberStatus.BOUNCED),
+    ):
+        chosen = select(
+            Subscriber.id,
+            literal(kind, Event.kind.type),
+            literal(now, Event.at.type),
+            literal("import"),
+            literal(""),
+        ).where(Subscriber.email.in_(emails))
+        if status is not None:
+            chosen = chosen.where(Subscriber.status == status)
+        session.execute(
+            insert(Event).from_select(["subscriber_id", "kind", "at", "source", "detail"], chosen)
+        )
 
 
 def _new_subscriber(row: Row, now: datetime) -> dict[str, Any]:

@@ -7,6 +7,8 @@ The delivery engine only sees `Transport.connect()` and the stepwise `Connection
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import ssl
@@ -44,10 +46,18 @@ __all__ = [
     "UncertainOutcome",
     "classify",
     "open_transport",
+    "outbox_name",
     "parse_smtp_url",
 ]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+def outbox_name(recipient: str) -> str:
+    """The file for `recipient`: readable, and unique because it ends with a digest of the
+    exact address (`jürgen@` and `j_rgen@` look alike once made safe for a file name)."""
+    digest = hashlib.sha256(recipient.encode("utf-8")).hexdigest()[:12]
+    return f"{_UNSAFE.sub('_', recipient)[:150]}.{digest}.eml"
 
 
 class OutboxConnection(StepwiseConnection):
@@ -62,12 +72,21 @@ class OutboxConnection(StepwiseConnection):
         recipient, self._recipient = self._recipient, None
         if recipient is None:
             raise TransientFailure("no recipient was offered before the message")
-        target = self.folder / f"{_UNSAFE.sub('_', recipient)[:150]}.eml"
-        tmp = target.with_suffix(f".eml.{os.getpid()}.tmp")
+        target = self.folder / outbox_name(recipient)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         # Written whole and renamed, so a crash never leaves half a message behind.
-        with open(tmp, "wb") as handle:
-            handle.write(message)
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(message)
+            os.replace(tmp, target)
+        except OSError as exc:
+            # Nothing was handed over, so nothing is in doubt; a full or read-only folder
+            # is no recipient's fault either: the send pauses with every message queued.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise ServerUnavailable(
+                f"cannot write to the outbox {self.folder}: {exc.strerror or exc}"
+            ) from None
 
     def confirm(self) -> None:
         return None
