@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -50,3 +51,13 @@ class FixedClock:
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)
         self._mono += seconds
+
+
+async def pause(clock: Clock, seconds: float) -> None:
+    """Wait on the running event loop: the system clock's time passes there, letting the
+    loop's other tasks run meanwhile; an injected clock is moved at once."""
+    if isinstance(clock, SystemClock):
+        await asyncio.sleep(max(seconds, 0.0))
+    else:
+        clock.sleep(seconds)
+        await asyncio.sleep(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -239,3 +240,14 @@ def test_outbox_names_of_look_alike_addresses_differ_and_stay_put(tmp_path: Path
     assert all(name.startswith("j_rgen@example.org.") for name in names)
     assert (tmp_path / "mail" / outbox_name("jürgen@example.org")).read_bytes().endswith(b"one\r\n")
     assert (tmp_path / "mail" / outbox_name("j_rgen@example.org")).read_bytes().endswith(b"two\r\n")
+
+
+def test_the_relay_can_be_asked_about_smtputf8_from_inside_a_send() -> None:
+    """A send's event loop builds a message for a UTF-8 domain and asks the relay then."""
+
+    async def ask(smtp: SmtpTransport) -> bool:
+        return smtp.takes_utf8_addresses()
+
+    with SmtpServer(smtputf8=False) as strict, SmtpServer() as server:
+        assert asyncio.run(ask(transport(strict.url()))) is False
+        assert asyncio.run(ask(transport(server.url()))) is True

@@ -243,8 +243,8 @@ class Ledger:
         Each result says whether the step's next row may be sent: False if its subscriber
         is no longer active (the row is skipped), None if the row is no longer ours.
         `connection` is held by the caller for the whole send, and the statements and their
-        transaction go straight to the driver: this runs once per message, and a pool
-        checkout plus SQLAlchemy's execution path cost over half its time.
+        transaction go straight to the driver (`db/driver.py`): this runs once per turn of
+        the send's event loop, and SQLAlchemy's execution path cost more than the database.
         """
         with driver_transaction(connection):
             return [self._step(connection, step) for step in steps]

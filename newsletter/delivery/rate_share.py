@@ -10,9 +10,7 @@ start, or after it had nothing to do) holds back for a heartbeat and a half firs
 
 from __future__ import annotations
 
-import threading
-
-from newsletter.clock import Clock
+from newsletter.clock import Clock, pause
 from newsletter.delivery.ledger import Ledger
 from newsletter.delivery.rate import TokenBucket
 
@@ -27,30 +25,28 @@ class RateShare:
         self.rate = rate
         self.clock = clock
         self.bucket = TokenBucket(rate, clock)
-        self._lock = threading.Lock()
         self._part: float | None = None  # None while this sender has nothing to do
         self._hold_until = 0.0
 
     def beat(self, active: int) -> None:
         """Record how many of this sender's connections have work, and set its rate."""
-        with self._lock:
-            total = self.ledger.heartbeat(self.worker_id, active, self.clock.now())
-            if not active:
-                self._part = None
-                return
-            part = active / total
-            if self._part is None and total > active:
-                self._hold_until = self.clock.monotonic() + JOIN_SECONDS
-            current = part if self._part is None else min(part, self._part)
-            self._part = part
-            self.bucket.set_rate(self.rate * current)
+        total = self.ledger.heartbeat(self.worker_id, active, self.clock.now())
+        if not active:
+            self._part = None
+            return
+        part = active / total
+        if self._part is None and total > active:
+            self._hold_until = self.clock.monotonic() + JOIN_SECONDS
+        current = part if self._part is None else min(part, self._part)
+        self._part = part
+        self.bucket.set_rate(self.rate * current)
 
-    def acquire(self) -> None:
+    async def acquire(self) -> None:
         """Wait for this sender's turn to send one message."""
         wait = self._hold_until - self.clock.monotonic()
         if wait > 0:
-            self.clock.sleep(wait)
-        self.bucket.acquire()
+            await pause(self.clock, wait)
+        await self.bucket.acquire()
 
     def leave(self) -> None:
         self.ledger.leave(self.worker_id)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.db.models import DeliveryStatus, Issue, IssueStatus, Subscriber, SubscriberStatus
 from newsletter.delivery.ledger import Ledger
+from newsletter.delivery.loop import SendLoop
 from newsletter.delivery.options import (
     Progress,
     ProgressCallback,
@@ -32,7 +33,6 @@ from newsletter.delivery.options import (
     SendReport,
     database_error,
 )
-from newsletter.delivery.workers import SendWorkers
 from newsletter.errors import NewsletterError, StateError
 from newsletter.issue.periods import Week
 from newsletter.issue.render import archive_url, draft_url
@@ -182,7 +182,7 @@ def _send_issue(
             _reopen(app, issue.id)
         before = ledger.counts()
         pending = before[DeliveryStatus.QUEUED] + before[DeliveryStatus.DEFERRED]
-        run = SendWorkers(app, ledger, _factory(app, issue), options, pending, shared=not sole)
+        run = SendLoop(app, ledger, _factory(app, issue), options, pending, shared=not sole)
         report = run.execute(progress)
         after = ledger.counts()
         if not any(after[s] for s in OPEN):

@@ -5,7 +5,7 @@ quoted-printable encoding in pure Python); a list of 100,000 cannot afford that 
 `MessageFactory` builds the message the slow, standard way once for a pair of sentinel
 recipients, learns from the result which serialised bytes depend on the recipient (four
 headers and the few body lines holding the personal fields) and, per subscriber, only
-re-encodes those (`fastcopy.py`). `build_reference` keeps the slow way available, and the
+re-encodes those (`copies.py`). `build_reference` keeps the slow way available, and the
 tests prove that the two give the same bytes.
 """
 

@@ -9,6 +9,10 @@ Between `offer` and `transmit` the engine records in its ledger that the message
 go, and between `transmit` and `confirm` it prepares the next one; both waits then cost no
 time of their own. `abandon` drops an offered transaction that must not go after all.
 Failures are raised as the kinds in `failures.py`.
+
+A send runs every connection as a task on one event loop, through `AsyncConnection`: the
+same steps as coroutines. `Transport.stream()` gives one; a transport with nothing to wait
+for (the outbox) wraps its blocking connection in `Blocking`.
 """
 
 from __future__ import annotations
@@ -43,10 +47,28 @@ class Connection(Protocol):
     ) -> None: ...
 
 
+class AsyncConnection(Protocol):
+    async def offer(self, envelope_from: str, recipient: str) -> None: ...
+
+    async def transmit(self, message: bytes, data: bytes | None = None) -> None: ...
+
+    async def confirm(self) -> None: ...
+
+    async def abandon(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Transport(Protocol):
     description: str
 
-    def connect(self) -> Connection: ...
+    def connect(self) -> Connection:
+        """A blocking connection, for callers without an event loop."""
+        ...
+
+    def stream(self) -> AsyncConnection:
+        """A connection for a task on an event loop."""
+        ...
 
     def takes_utf8_addresses(self) -> bool:
         """Whether a non-ASCII local part can be delivered (SMTPUTF8, RFC 6531)."""
@@ -84,3 +106,26 @@ class StepwiseConnection(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class Blocking:
+    """A blocking connection behind the asynchronous steps, for a transport whose steps
+    never wait on a network (the outbox writes a local file)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    async def offer(self, envelope_from: str, recipient: str) -> None:
+        self.connection.offer(envelope_from, recipient)
+
+    async def transmit(self, message: bytes, data: bytes | None = None) -> None:
+        self.connection.transmit(message, data)
+
+    async def confirm(self) -> None:
+        self.connection.confirm()
+
+    async def abandon(self) -> None:
+        self.connection.abandon()
+
+    async def close(self) -> None:
+        self.connection.close()

@@ -15,7 +15,7 @@ import ssl
 from pathlib import Path
 
 from newsletter.errors import ConfigError
-from newsletter.transport.base import Connection, StepwiseConnection, Transport
+from newsletter.transport.base import Blocking, Connection, StepwiseConnection, Transport
 from newsletter.transport.failures import (
     PermanentFailure,
     PolicyFailure,
@@ -113,6 +113,9 @@ class OutboxTransport:
                 f"cannot create outbox folder {self.folder}: {exc.strerror}"
             ) from None
         return OutboxConnection(self.folder)
+
+    def stream(self) -> Blocking:
+        return Blocking(self.connect())
 
     def takes_utf8_addresses(self) -> bool:
         return True

@@ -1,20 +1,30 @@
-"""The threads of one send: one SMTP connection each, sharing a rate limit, the ledger and
-the counters the progress bar and the final report are made from."""
+"""The connections of one send as tasks on one event loop, sharing a rate limit, the ledger
+and the counters the progress bar and the final report are made from.
+
+One thread does everything: it builds each message, speaks SMTP on every connection and
+writes the ledger. The ledger is synchronous SQLAlchemy and its statements run in that
+thread too; while one runs, the servers are reading what was last written to them. The
+steps every message needs (`Ledger.advance`) are queued by the connections and committed
+together once per turn of the loop (`GroupCommit`), so N connections cost one commit per turn
+rather than N.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
-import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
+from sqlalchemy import Connection as DbConnection
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from newsletter.delivery.groupcommit import GroupCommit
+from newsletter.clock import pause
 from newsletter.delivery.ledger import Claimed, Ledger, Step
 from newsletter.delivery.options import (
     Progress,
@@ -29,8 +39,8 @@ from newsletter.delivery.rate_share import HEARTBEAT_SECONDS, RateShare
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.mail.headers import Recipient
 from newsletter.mail.message import Envelope, MessageFactory
-from newsletter.transport.outbox import (
-    Connection,
+from newsletter.transport.base import AsyncConnection
+from newsletter.transport.failures import (
     PermanentFailure,
     PolicyFailure,
     ServerUnavailable,
@@ -43,22 +53,67 @@ log = logging.getLogger(__name__)
 BATCH = 100
 CONNECT_RETRIES = 4
 POLL_SECONDS = 1.0
+PROGRESS_SECONDS = 0.2
 
 
 class Limiter(Protocol):
-    def acquire(self) -> None: ...
+    async def acquire(self) -> None: ...
 
 
 @dataclass(frozen=True)
 class _Lane:
-    """What one sending thread holds for the whole send."""
+    """What one connection's task holds for the whole send."""
 
     claimer: str  # the name its claims on ledger rows go by
-    outbound: Connection
+    outbound: AsyncConnection
 
 
-class SendWorkers:
-    """The threads of one send: one connection each, sharing a rate limit and counters."""
+class GroupCommit:
+    """The connections' ledger steps, committed together on one database connection.
+
+    A step is queued and its commit scheduled for the loop's next turn, by which time every
+    connection that was ready in this turn has queued its own. The database connection is
+    held for the whole send: a pool checkout per commit costs a third of the commit.
+    """
+
+    def __init__(self, ledger: Ledger, engine: Engine) -> None:
+        self.ledger = ledger
+        self.engine = engine
+        self._connection: DbConnection | None = None
+        self._queue: list[tuple[Step, asyncio.Future[bool | None]]] = []
+
+    def advance(self, step: Step) -> Awaitable[bool | None]:
+        """`Ledger.advance` for one step; done only once the step is committed, so the
+        message it marks `sending` is still never transmitted before the ledger says so."""
+        loop = asyncio.get_running_loop()
+        if not self._queue:
+            loop.call_soon(self._commit)
+        done: asyncio.Future[bool | None] = loop.create_future()
+        self._queue.append((step, done))
+        return done
+
+    def _commit(self) -> None:
+        batch, self._queue = self._queue, []
+        try:
+            if self._connection is None:
+                self._connection = self.engine.connect()
+            results = self.ledger.advance(self._connection, [step for step, _ in batch])
+        except Exception as exc:
+            self.close()  # the next commit, if any, starts on a fresh connection
+            for _, done in batch:
+                done.set_exception(exc)
+        else:
+            for (_, done), result in zip(batch, results, strict=True):
+                done.set_result(result)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class SendLoop:
+    """The tasks of one send: one connection each, sharing a rate limit and counters."""
 
     def __init__(
         self,
@@ -79,6 +134,7 @@ class SendWorkers:
                 3 * delivery.timeout,
             )
         self.app = app
+        self.clock = app.clock
         self.transport = app.transport
         self.ledger = ledger
         self.commits = GroupCommit(ledger, app.engine)
@@ -98,7 +154,6 @@ class SendWorkers:
         lease_share = per_connection * delivery.lease_seconds / 4
         self.batch = int(max(1, min(BATCH, lease_share)))
         self.total = total
-        self.lock = threading.Lock()
         self.sent = 0
         self.failed = 0
         self.skipped = 0
@@ -108,27 +163,9 @@ class SendWorkers:
         self.errors: list[BaseException] = []
 
     def execute(self, progress: ProgressCallback | None) -> SendReport:
-        started = self.app.clock.monotonic()
-        threads = [
-            threading.Thread(target=self._work, args=(n,), name=f"send-{n}", daemon=True)
-            for n in range(self.connections)
-        ]
-        for thread in threads:
-            thread.start()
-        beat = self.app.clock.monotonic()
+        started = self.clock.monotonic()
         try:
-            while alive := [t for t in threads if t.is_alive()]:
-                alive[0].join(0.2)  # not a finished thread's: that returns at once, a busy loop
-                if progress is not None:
-                    progress(self._progress())
-                if self.app.clock.monotonic() - beat >= HEARTBEAT_SECONDS:
-                    beat = self.app.clock.monotonic()
-                    self._share()
-        except KeyboardInterrupt:
-            self.stop.set()
-            for thread in threads:
-                thread.join()
-            raise
+            asyncio.run(self._run(progress))
         finally:
             self.commits.close()
             if self.share is not None:
@@ -136,10 +173,7 @@ class SendWorkers:
         if progress is not None:
             progress(self._progress())
         report = SendReport(
-            week="",
-            sent=self.sent,
-            skipped=self.skipped,
-            elapsed=self.app.clock.monotonic() - started,
+            week="", sent=self.sent, skipped=self.skipped, elapsed=self.clock.monotonic() - started
         )
         for failure in self.errors:
             error = database_error(failure) if isinstance(failure, SQLAlchemyError) else failure
@@ -149,91 +183,108 @@ class SendWorkers:
             raise error
         return report
 
+    async def _run(self, progress: ProgressCallback | None) -> None:
+        """Run the connections to their end, showing progress and beating meanwhile.
+
+        Interrupted (Ctrl-C cancels this task), the connections are asked to stop and each
+        finishes and records the message it has on the wire before the interrupt goes on.
+        """
+        tasks = {asyncio.create_task(self._work(n)) for n in range(self.connections)}
+        beat = self.clock.monotonic()
+        try:
+            pending = tasks
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=PROGRESS_SECONDS)
+                if progress is not None:
+                    progress(self._progress())
+                if self.clock.monotonic() - beat >= HEARTBEAT_SECONDS:
+                    beat = self.clock.monotonic()
+                    self._share()
+        except asyncio.CancelledError:
+            self.stop.set()
+            await asyncio.wait(tasks)
+            raise
+
     def _share(self) -> None:
         """Record how many connections have work, for this sender's part of the rate."""
         if self.share is None:
             return
-        with self.lock:
-            active = self.connections - len(self.idle)
         try:
-            self.share.beat(active)
+            self.share.beat(self.connections - len(self.idle))
         except DBAPIError as exc:
             self._fail_run(exc)
 
     def _set_idle(self, claimer: str, idle: bool) -> None:
-        with self.lock:
-            was_idle = len(self.idle) == self.connections
-            if idle:
-                self.idle.add(claimer)
-            else:
-                self.idle.discard(claimer)
+        was_idle = len(self.idle) == self.connections
+        if idle:
+            self.idle.add(claimer)
+        else:
+            self.idle.discard(claimer)
         if was_idle and not idle:
             self._share()  # this sender starts sending again: the others must know at once
 
     def _progress(self) -> Progress:
-        with self.lock:
-            waiting = len(self.idle) == self.connections
-            return Progress(self.done, self.total, self.sent, self.failed, waiting)
+        waiting = len(self.idle) == self.connections
+        return Progress(self.done, self.total, self.sent, self.failed, waiting)
 
     def _count(self, outcome: str) -> None:
-        with self.lock:
-            self.done += 1
-            if outcome == "sent":
-                self.sent += 1
-            elif outcome == "failed":
-                self.failed += 1
-            elif outcome == "skipped":
-                self.skipped += 1
+        self.done += 1
+        if outcome == "sent":
+            self.sent += 1
+        elif outcome == "failed":
+            self.failed += 1
+        elif outcome == "skipped":
+            self.skipped += 1
 
     def _fail_run(self, error: BaseException) -> None:
-        with self.lock:
-            self.errors.append(error)
+        self.errors.append(error)
         self.stop.set()
 
-    def _work(self, number: int) -> None:
+    async def _work(self, number: int) -> None:
         claimer = f"{self.worker_id}/{number}"  # as in `self.idle`
-        connection = self.transport.connect()
         try:
-            self._loop(_Lane(claimer, connection))
-        except BaseException as exc:
+            connection = self.transport.stream()
+            try:
+                await self._loop(_Lane(claimer, connection))
+            finally:
+                await connection.close()
+        except Exception as exc:
             self._fail_run(exc)
         finally:
-            connection.close()
             try:
                 self.ledger.release(claimer)
             except Exception as exc:
                 self._fail_run(exc)
 
-    def _loop(self, lane: _Lane) -> None:
+    async def _loop(self, lane: _Lane) -> None:
         unreachable = 0
         while not self.stop.is_set():
-            now = self.app.clock.now()
+            now = self.clock.now()
             batch = self.ledger.claim(lane.claimer, self.batch, now)
             if not batch:
                 # A sender that dies during this run leaves rows that only now become
                 # uncertain; with --resend-uncertain they are sent again in this run.
                 found = self.ledger.recover(now, sole_sender=False, requeue=self.resend_uncertain)
                 if found and self.resend_uncertain:
-                    with self.lock:
-                        self.total += found
+                    self.total += found
                     continue
                 self._set_idle(lane.claimer, True)
                 wait = self.ledger.seconds_until_due(now, self.worker_id)
                 if wait is None:
                     return
-                self.app.clock.sleep(min(wait, POLL_SECONDS) if wait else 0.05)
+                await pause(self.clock, min(wait, POLL_SECONDS) if wait else 0.05)
                 continue
             self._set_idle(lane.claimer, False)
             try:
-                self._send_batch(lane, batch)
+                await self._send_batch(lane, batch)
                 unreachable = 0
             except ServerUnavailable as exc:
                 unreachable += 1
                 if unreachable > CONNECT_RETRIES:
                     raise DeliveryError(exc.message) from None  # its own hint, once
-                self.app.clock.sleep(2.0**unreachable)
+                await pause(self.clock, 2.0**unreachable)
 
-    def _send_batch(self, lane: _Lane, batch: list[Claimed]) -> None:
+    async def _send_batch(self, lane: _Lane, batch: list[Claimed]) -> None:
         """Send a claimed batch, overlapping the ledger's work with the server's.
 
         Each message is built while the server reads the one before, and its row is marked
@@ -249,12 +300,12 @@ class SendWorkers:
                     break
                 envelope = self._build(row)
                 if in_flight is not None:
-                    accepted = in_flight if self._verdict(in_flight, lane.outbound) else None
+                    accepted = in_flight if await self._verdict(in_flight, lane) else None
                     in_flight = None
                 if envelope is None:
                     continue
                 try:
-                    if self._start(lane, row, envelope, accepted):
+                    if await self._start(lane, row, envelope, accepted):
                         in_flight = row
                 except ServerUnavailable:
                     self.ledger.release(lane.claimer, batch[index + 1 :])
@@ -262,24 +313,24 @@ class SendWorkers:
                 finally:
                     accepted = None
         finally:
-            if in_flight is not None and self._verdict(in_flight, lane.outbound):
+            if in_flight is not None and await self._verdict(in_flight, lane):
                 accepted = in_flight
             if accepted is not None:
-                self._advance(lane, accepted, None)
+                await self._advance(lane, accepted, None)
 
-    def _start(
+    async def _start(
         self, lane: _Lane, row: Claimed, envelope: Envelope, accepted: Claimed | None
     ) -> bool:
         """Offer `row`'s message, record the one before it, then transmit; True once the
         message is with the server, awaiting its verdict."""
         if self.limiter is not None:
-            self.limiter.acquire()
-        failure = self._attempt(lane.outbound.offer, envelope.sender, envelope.recipient)
-        if not self._advance(lane, accepted, row):
+            await self.limiter.acquire()
+        failure = await _attempt(lane.outbound.offer(envelope.sender, envelope.recipient))
+        if not await self._advance(lane, accepted, row):
             if failure is None:
-                lane.outbound.abandon()
+                await lane.outbound.abandon()
             return False
-        failure = failure or self._attempt(lane.outbound.transmit, envelope.message, envelope.data)
+        failure = failure or await _attempt(lane.outbound.transmit(envelope.message, envelope.data))
         if failure is None:
             return True
         self._settle(row, failure)
@@ -287,15 +338,12 @@ class SendWorkers:
             raise failure
         return False
 
-    def _advance(self, lane: _Lane, accepted: Claimed | None, row: Claimed | None) -> bool:
+    async def _advance(self, lane: _Lane, accepted: Claimed | None, row: Claimed | None) -> bool:
         """Record `accepted` as sent and mark `row` sending; False if `row` is not to go."""
         step = Step(
-            lane.claimer,
-            None if accepted is None else accepted.delivery_id,
-            row,
-            self.app.clock.now(),
+            lane.claimer, None if accepted is None else accepted.delivery_id, row, self.clock.now()
         )
-        go = self.commits.advance(step)
+        go = await self.commits.advance(step)
         if accepted is not None:
             self._count("sent")
         if go is False:
@@ -306,23 +354,15 @@ class SendWorkers:
         """The row's message; a row whose message cannot be made fails on its own."""
         recipient = Recipient(row.subscriber_id, row.email, row.name)
         try:
-            return self.factory.build(recipient, self.app.clock.now())
+            return self.factory.build(recipient, self.clock.now())
         except NewsletterError as exc:
-            self.ledger.fail(row, exc.message, bounce=False, now=self.app.clock.now())
+            self.ledger.fail(row, exc.message, bounce=False, now=self.clock.now())
             self._count("failed")
             return None
 
-    @staticmethod
-    def _attempt(step: Callable[..., None], *args: object) -> DeliveryError | None:
-        try:
-            step(*args)
-        except DeliveryError as exc:
-            return exc
-        return None
-
-    def _verdict(self, row: Claimed, connection: Connection) -> bool:
+    async def _verdict(self, row: Claimed, lane: _Lane) -> bool:
         """Whether the server accepted the message transmitted for `row`."""
-        failure = self._attempt(connection.confirm)
+        failure = await _attempt(lane.outbound.confirm())
         if failure is None:
             return True
         self._settle(row, failure)
@@ -330,7 +370,7 @@ class SendWorkers:
 
     def _settle(self, row: Claimed, failure: DeliveryError) -> None:
         """Record a row the server did not take, by the kind of its failure."""
-        now = self.app.clock.now()
+        now = self.clock.now()
         if isinstance(failure, PolicyFailure | ServerUnavailable):
             self.ledger.put_back(row, now)
             if isinstance(failure, PolicyFailure):
@@ -347,3 +387,11 @@ class SendWorkers:
         else:
             self.ledger.fail(row, failure.message, bounce=False, now=now)
             self._count("failed")
+
+
+async def _attempt(step: Awaitable[None]) -> DeliveryError | None:
+    try:
+        await step
+    except DeliveryError as exc:
+        return exc
+    return None
