@@ -13,7 +13,17 @@ import pytest
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
-from newsletter.db.models import Base, Issue, Sender, Throttle, UsedChallenge
+from newsletter.db.models import (
+    Base,
+    ClickCount,
+    ClickEvent,
+    ForgottenAddress,
+    Issue,
+    OpenCount,
+    Sender,
+    Throttle,
+    UsedChallenge,
+)
 from newsletter.db.session import make_engine
 
 from .conftest import PG_ENV, REPO, SECRET_KEY, Cli
@@ -72,6 +82,21 @@ def _populate(url: str, tmp_path: Path) -> None:
         article_id = conn.scalar(text("SELECT article_id FROM issue_articles LIMIT 1"))
         conn.execute(insert(Throttle).values(key="k" * 64, window_start=now, hits=3))
         conn.execute(insert(UsedChallenge).values(nonce="n" * 32, served_at=now))
+        conn.execute(insert(ForgottenAddress).values(digest="d" * 64, forgotten_at=now))
+        conn.execute(
+            insert(ClickCount).values(issue_id=issue_id, article_id=article_id, human=2, early=1)
+        )
+        conn.execute(insert(OpenCount).values(issue_id=issue_id, opens=5))
+        subscriber_id = conn.scalar(text("SELECT id FROM subscribers LIMIT 1"))
+        conn.execute(
+            insert(ClickEvent).values(
+                issue_id=issue_id,
+                article_id=article_id,
+                subscriber_id=subscriber_id,
+                at=now,
+                reason="",
+            )
+        )
         conn.execute(
             insert(Sender).values(issue_id=issue_id, worker_id="w1", connections=2, seen_at=now)
         )
