@@ -54,29 +54,40 @@ class SmtpConfig:
 
 class SmtpConnection(StepwiseConnection):
     """An `SmtpSession` for code that does not run an event loop (a test send, the
-    confirmation mail of a web request): each step runs to its end on a loop of its own,
-    which lives only while the session is open."""
+    confirmation mail of a web request): each step runs to its end on a loop of its own, in
+    a thread of its own, so that it works whether or not the caller's thread already runs
+    an event loop (an asynchronous web server's, a browser driver's). Both live only while
+    the session is open."""
 
     def __init__(self, config: SmtpConfig) -> None:
         self.session = SmtpSession(config)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: ThreadPoolExecutor | None = None
 
     def _run(self, step: Coroutine[Any, Any, _T]) -> _T:
-        if self._loop is None:
+        if self._loop is None or self._worker is None:
             self._loop = asyncio.new_event_loop()
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smtp")
         try:
-            return self._loop.run_until_complete(step)
+            return self._worker.submit(self._loop.run_until_complete, step).result()
         finally:
             if not self.session.is_open:
                 self._end_loop()
 
     def _end_loop(self) -> None:
         loop, self._loop = self._loop, None
-        if loop is not None:
+        worker, self._worker = self._worker, None
+        if loop is None or worker is None:
+            return
+
+        def finish() -> None:
             # A closed transport lets go of its socket in a callback still to run.
             for _ in range(3):
                 loop.run_until_complete(asyncio.sleep(0))
             loop.close()
+
+        worker.submit(finish).result()
+        worker.shutdown()
 
     def offers(self, extension: str) -> bool:
         return self._run(self.session.offers(extension))
