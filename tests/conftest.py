@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,3 +180,19 @@ def cli(database_url: str, tmp_path: Path) -> Cli:
         },
         cwd=tmp_path,
     )
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` as a tmpfs of `size` ("4m", "512k"): a disk that really fills up (as root,
+    permissions would stop no write). Skips the test where mounting is not allowed."""
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk is simulated by mounting a small tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        if os.path.ismount(folder):
+            subprocess.run(["umount", str(folder)], check=True, timeout=30)

@@ -3,16 +3,14 @@ one line and exit status 1, and what was stored before is still there afterwards
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import SECRET_KEY, Cli
+from .conftest import SECRET_KEY, Cli, small_tmpfs
 
 
 def _errors(output: str) -> list[str]:
@@ -44,18 +42,9 @@ def test_a_read_only_database_is_one_line(cli: Cli, database_url: str) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs: a disk that really fills up (as root, permissions stop no write)."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)]
-    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"a full disk is simulated by mounting a small tmpfs: {mounted.stderr.strip()}")
-    try:
+    """A 4 MiB disk that really fills up."""
+    with small_tmpfs(tmp_path / "disk", "4m") as folder:
         yield folder
-    finally:
-        if os.path.ismount(folder):
-            subprocess.run(["umount", str(folder)], check=True, timeout=30)
 
 
 def test_a_full_sqlite_disk_is_one_line_and_loses_nothing(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import threading
@@ -36,6 +35,7 @@ from newsletter.issue.periods import Week
 from newsletter.subscribers.rules import add, get, unsubscribe
 from newsletter.transport.outbox import outbox_name
 
+from .conftest import small_tmpfs
 from .smtp_server import SmtpServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -366,19 +366,9 @@ def test_an_unreachable_server_is_reported_with_its_hint_once(
 
 @pytest.fixture
 def small_outbox(tmp_path: Path) -> Iterator[Path]:
-    """The test's outbox folder on a 512 KiB tmpfs, room for a few messages of ~100 KB: a
-    disk that really fills up (as root, permissions would not stop a write)."""
-    folder = tmp_path / "outbox"
-    folder.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)]
-    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"a full disk is simulated by mounting a small tmpfs: {mounted.stderr.strip()}")
-    try:
+    """The test's outbox folder on a 512 KiB disk, room for a few messages of ~100 KB."""
+    with small_tmpfs(tmp_path / "outbox", "512k") as folder:
         yield folder
-    finally:
-        if os.path.ismount(folder):
-            subprocess.run(["umount", str(folder)], check=True, timeout=30)
 
 
 def test_a_full_outbox_pauses_the_send_with_nothing_in_doubt(
