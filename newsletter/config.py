@@ -26,10 +26,16 @@ MIN_SECRET_KEY_BYTES = 32
 NEW_KEY_ADVICE = 'make one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"`'
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOSES = re.compile(r"^([A-Za-z]+)\s+(\d{1,2}):(\d{2})$")
+DEFAULT_SLUG = "weekly"
+# A slug names a newsletter in URLs, tokens, List-Ids and the database: short and plain.
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
 @dataclass(frozen=True)
 class NewsletterSettings:
+    """One newsletter: `[newsletter]` for the default one, `[newsletters.SLUG]` for others."""
+
+    slug: str = DEFAULT_SLUG
     name: str = "The Weekly Round-up"
     sender: str = "Example Magazine <newsletter@example.org>"
     reply_to: str = "editors@example.org"
@@ -51,6 +57,8 @@ class NewsletterSettings:
     website_url: str = ""
     # When each issue's seven-day period closes, in `timezone`; the default gives ISO weeks.
     issue_closes: str = "Monday 00:00"
+    # Which of the feed sections this newsletter carries; empty: all of them.
+    sections: tuple[str, ...] = ()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -154,6 +162,45 @@ class Settings:
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "built-in defaults"
     base_dir: Path = field(default_factory=Path.cwd)
+    # Every newsletter of the install, the default one first. `newsletter` above is the one
+    # the caller acts on: the default, or the one `for_newsletter` chose.
+    newsletters: tuple[NewsletterSettings, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.newsletters:
+            object.__setattr__(self, "newsletters", (self.newsletter,))
+
+    @property
+    def default_newsletter(self) -> NewsletterSettings:
+        return self._current_or(self.newsletters[0])
+
+    @property
+    def slugs(self) -> tuple[str, ...]:
+        return tuple(n.slug for n in self.newsletters)
+
+    def _current_or(self, newsletter: NewsletterSettings) -> NewsletterSettings:
+        """`newsletter`, or the current one where they share a slug: a test or a caller that
+        replaced `newsletter` is not undone by a look-up."""
+        return self.newsletter if newsletter.slug == self.newsletter.slug else newsletter
+
+    def for_newsletter(self, slug: str | None) -> Settings:
+        """The same settings acting on the newsletter `slug` (None: the default one)."""
+        wanted = self.newsletters[0].slug if slug is None else slug
+        for newsletter in self.newsletters:
+            if newsletter.slug == wanted:
+                return replace(self, newsletter=self._current_or(newsletter))
+        raise ConfigError(
+            f"there is no newsletter {slug!r}",
+            hint=f"the newsletters are: {', '.join(self.slugs)}",
+        )
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """The feed sections the current newsletter carries, in the feed's order."""
+        carried = {s.casefold() for s in self.newsletter.sections}
+        if not carried:
+            return self.feeds.sections
+        return tuple(s for s in self.feeds.sections if s.casefold() in carried)
 
     @property
     def list_id(self) -> str:
@@ -161,7 +208,7 @@ class Settings:
         if self.newsletter.list_id:
             return self.newsletter.list_id
         domain = self.newsletter.sender.rpartition("@")[2].strip(" >") or "localhost"
-        return f"weekly.{domain}"
+        return f"{self.newsletter.slug}.{domain}"
 
     @property
     def unsubscribe_mailto(self) -> str:
@@ -213,12 +260,47 @@ def load_settings(
         name: _build_section(name, cls, data.get(name, {}), env, source)
         for name, cls in _SECTIONS.items()
     }
-    unknown = sorted(set(data) - set(_SECTIONS))
+    unknown = sorted(set(data) - set(_SECTIONS) - {"newsletters"})
     if unknown:
         raise ConfigError(f"{source}: unknown section [{unknown[0]}]")
-    settings = Settings(secrets=_secrets(env), source=source, base_dir=base_dir, **sections)
+    others = _other_newsletters(
+        data.get("newsletters", {}), data.get("newsletter", {}), env, source
+    )
+    settings = Settings(
+        secrets=_secrets(env),
+        source=source,
+        base_dir=base_dir,
+        newsletters=(sections["newsletter"], *others),
+        **sections,
+    )
     _validate(settings)
     return settings
+
+
+def _family(section: str) -> str:
+    """`newsletters.brief` takes the keys of `newsletter`, with their aliases and ranges."""
+    return "newsletter" if section.startswith("newsletters.") else section
+
+
+def _other_newsletters(
+    tables: Any, default: Any, env: Mapping[str, str], source: str
+) -> list[NewsletterSettings]:
+    """`[newsletters.SLUG]` tables: each starts from `[newsletter]` and changes what it names.
+
+    The environment overrides only the default newsletter, whose variables they are.
+    """
+    if not isinstance(tables, dict) or not isinstance(default, dict):
+        raise ConfigError(f"{source}: [newsletters] must hold tables such as [newsletters.brief]")
+    shared = {k: v for k, v in default.items() if k not in ("slug", "list_id")}
+    others = []
+    for slug, values in tables.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [newsletters.{slug}] must be a table")
+        if "slug" in values:
+            raise ConfigError(f"{source}: newsletters.{slug}.slug: the table's name is its slug")
+        merged = {**shared, **values, "slug": slug}
+        others.append(_build_section(f"newsletters.{slug}", NewsletterSettings, merged, {}, source))
+    return others
 
 
 def _build_section(
@@ -234,12 +316,13 @@ def _build_section(
     names = {f.name for f in fields(cls)}
     types = get_type_hints(cls)
     for key, value in values.items():
-        attr = _KEY_ALIASES.get((section, key), key)
+        attr = _KEY_ALIASES.get((_family(section), key), key)
         if attr not in names:
             raise ConfigError(f"{source}: unknown key {section}.{key}")
         by_attr[attr] = _coerce(section, key, types[attr], value, source)
     for attr in names:
         key = next((k for (s, k), a in _KEY_ALIASES.items() if s == section and a == attr), attr)
+        # `[newsletter]` keys only: a [newsletters.SLUG] table has no variables of its own.
         env_name = f"{ENV_PREFIX}{section}_{key}".upper()
         if env_name in env:
             by_attr[attr] = _coerce(section, key, types[attr], env[env_name], f"${env_name}")
@@ -298,7 +381,7 @@ def _coerce(section: str, key: str, kind: Any, value: Any, source: str) -> Any:
         raise ConfigError(f"{where} must be true or false, not {value!r}")
     if kind is int or kind is float:
         number = _number(kind, value)
-        limits = _RANGES.get((section, key), _Range())
+        limits = _RANGES.get((_family(section), key), _Range())
         noun = "a whole number" if kind is int else "a number"
         if number is None:
             raise ConfigError(f"{where} must be {noun}, not {value!r}")
@@ -377,24 +460,51 @@ _MAILBOX = re.compile(r"[A-Za-z0-9._+=-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
 
 def _validate(settings: Settings) -> None:
+    seen: set[str] = set()
+    for newsletter in settings.newsletters:
+        if newsletter.slug in seen:
+            raise ConfigError(f"{settings.source}: two newsletters are called {newsletter.slug!r}")
+        seen.add(newsletter.slug)
+        _validate_newsletter(replace(settings, newsletter=newsletter))
+    _validate_shared(settings)
+
+
+def _validate_newsletter(settings: Settings) -> None:
     src = settings.source
+    n = settings.newsletter
+    key = "newsletter" if n is settings.default_newsletter else f"newsletters.{n.slug}"
+    if not _SLUG.match(n.slug):
+        raise ConfigError(
+            f"{src}: newsletter slug {n.slug!r} must be up to 40 lower-case letters, digits and -"
+        )
+    known = {s.casefold() for s in settings.feeds.sections}
+    for section in n.sections:
+        if section.casefold() not in known:
+            raise ConfigError(
+                f"{src}: {key}.sections: {section!r} is not one of feeds.sections "
+                f"({', '.join(settings.feeds.sections)})"
+            )
     try:
-        settings.newsletter.zone  # noqa: B018 - resolving the zone is the check
+        n.zone  # noqa: B018 - resolving the zone is the check
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(
-            f"{src}: newsletter.timezone {settings.newsletter.timezone!r} is not a known time zone"
+            f"{src}: {key}.timezone {n.timezone!r} is not a known time zone"
         ) from None
     try:
-        settings.newsletter.closes  # noqa: B018 - parsing it is the check
+        n.closes  # noqa: B018 - parsing it is the check
     except ValueError:
         raise ConfigError(
-            f"{src}: newsletter.issue_closes {settings.newsletter.issue_closes!r} is not a "
+            f"{src}: {key}.issue_closes {n.issue_closes!r} is not a "
             'weekday and a time such as "Thursday 07:00"'
         ) from None
-    if "@" not in settings.newsletter.sender:
-        raise ConfigError(f"{src}: newsletter.from must contain an email address")
-    if not settings.newsletter.base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{src}: newsletter.base_url must start with https://")
+    if "@" not in n.sender:
+        raise ConfigError(f"{src}: {key}.from must contain an email address")
+    if not n.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{src}: {key}.base_url must start with https://")
+
+
+def _validate_shared(settings: Settings) -> None:
+    src = settings.source
     mailto = settings.delivery.unsubscribe_mailto
     if mailto and not _MAILBOX.fullmatch(mailto):
         raise ConfigError(
