@@ -88,7 +88,7 @@ def run_demo(folder: Path, *, secret_key: str = "") -> DemoReport:
     settings = replace(settings, secrets=replace(settings.secrets, secret_keys=(key,)))
     app = App.create(settings)
     try:
-        upgrade(app.engine)
+        upgrade(app.engine, app.settings.default_newsletter.slug)
         data = resources.files("newsletter") / "data"
         with resources.as_file(data / "subscribers.example.csv") as csv_path:
             imported = import_csv(app, csv_path)

@@ -14,7 +14,7 @@ from newsletter.db.session import upgrade
 def init(ctx: CliContext) -> None:
     """Create the database, or migrate it to the current schema."""
     app = ctx.app(check_schema=False)
-    before, after = upgrade(app.engine)
+    before, after = upgrade(app.engine, app.settings.default_newsletter.slug)
     if before == after:
         click.echo(f"Database is up to date (schema {after}).")
     else:

@@ -30,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from newsletter.config import DEFAULT_SLUG
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -109,6 +111,44 @@ class Subscriber(Base):
     last_confirmation_sent_at: Mapped[datetime | None]
 
 
+class SubscriptionStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PENDING = "pending"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class Subscription(Base):
+    """One subscriber's standing with one newsletter, and the sections they chose.
+
+    A reader receives a newsletter when both the address (`Subscriber.status`, which a bounce
+    or complaint suppresses everywhere) and this subscription are active. `sections` holds the
+    chosen sections one per line; empty means every section the newsletter carries.
+    """
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "newsletter"),
+        Index("ix_subscriptions_newsletter_status", "newsletter", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    newsletter: Mapped[str] = mapped_column(String(40))
+    status: Mapped[SubscriptionStatus] = mapped_column(
+        _enum(SubscriptionStatus, "subscription_status")
+    )
+    sections: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    unsubscribed_at: Mapped[datetime | None]
+    consent_source: Mapped[str] = mapped_column(String(40), default="")
+    consent_text: Mapped[str] = mapped_column(String(40), default="")
+
+    @property
+    def section_list(self) -> tuple[str, ...]:
+        return tuple(line for line in self.sections.splitlines() if line)
+
+
 class EventKind(enum.StrEnum):
     SUBSCRIBED = "subscribed"
     CONFIRMED = "confirmed"
@@ -131,6 +171,8 @@ class Event(Base):
     )
     kind: Mapped[EventKind] = mapped_column(_enum(EventKind, "event_kind"))
     at: Mapped[datetime] = mapped_column(index=True)
+    # The newsletter a subscription event concerns; "" for the address as a whole.
+    newsletter: Mapped[str] = mapped_column(String(40), default="", server_default="")
     source: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
     issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))
@@ -212,9 +254,11 @@ class Issue(Base):
     """One week's round-up; its rendered template is stored once and personalised per copy."""
 
     __tablename__ = "issues"
+    __table_args__ = (UniqueConstraint("newsletter", "week"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    week: Mapped[str] = mapped_column(String(10), unique=True)
+    newsletter: Mapped[str] = mapped_column(String(40), default=DEFAULT_SLUG)
+    week: Mapped[str] = mapped_column(String(10))
     status: Mapped[IssueStatus] = mapped_column(_enum(IssueStatus, "issue_status"))
     subject: Mapped[str] = mapped_column(Text, default="")
     preheader: Mapped[str] = mapped_column(Text, default="")
@@ -328,6 +372,9 @@ class Delivery(Base):
     last_reply: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    # The reader's chosen sections when the send was queued, one per line ("" for all): which
+    # variant of the issue they get, fixed so that a resumed send mails the same one.
+    sections: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     subscriber: Mapped[Subscriber] = relationship()
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from newsletter.config import DEFAULT_SLUG
 from newsletter.errors import DatabaseError, SchemaOutdatedError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -97,10 +98,12 @@ def _redact(url: str) -> str:
     return f"{scheme}://{creds.partition(':')[0]}:***@{tail}"
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine, default_newsletter: str = DEFAULT_SLUG) -> Config:
+    """`default_newsletter` is the slug that the one list of older schemas becomes."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
+    config.attributes["default_newsletter"] = default_newsletter
     return config
 
 
@@ -117,11 +120,13 @@ def current_revision(engine: Engine) -> str | None:
         raise DatabaseError(f"cannot open the database: {_first_line(exc)}") from None
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str | None]:
+def upgrade(
+    engine: Engine, default_newsletter: str = DEFAULT_SLUG
+) -> tuple[str | None, str | None]:
     """Upgrade to head; returns the revisions before and after."""
     before = current_revision(engine)
     try:
-        command.upgrade(alembic_config(engine), "head")
+        command.upgrade(alembic_config(engine, default_newsletter), "head")
     except OperationalError as exc:
         raise DatabaseError(f"migration failed: {_first_line(exc)}") from None
     return before, head_revision()
