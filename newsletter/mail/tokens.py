@@ -90,6 +90,13 @@ class Tokens:
     def read_unsubscribe(self, token: str) -> int:
         return _int(self._load(self._plain("unsubscribe"), token))
 
+    def preferences(self, subscriber_id: int) -> str:
+        """The reader's preferences page: never expires, dies with the key that signed it."""
+        return str(self._plain("preferences").dumps(subscriber_id))
+
+    def read_preferences(self, token: str) -> int:
+        return _int(self._load(self._plain("preferences"), token))
+
     def bounce(self, subscriber_id: int, issue_id: int) -> str:
         """For the VERP envelope sender: names the recipient and issue of a returned message."""
         return str(self._plain("bounce").dumps([subscriber_id, issue_id]))

@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, insert, literal, select, update
+from sqlalchemy import Table, case, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
+from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus, Subscription
 from newsletter.errors import InputError
 from newsletter.subscribers.columns import Columns, Row, parse_row, resolve
 from newsletter.subscribers.encoding import Encoding, detect
 from newsletter.subscribers.forgotten import forgotten_among
 from newsletter.subscribers.rules import Roster
+from newsletter.subscribers.subscriptions import STARTS_AS
 
 BATCH = 2000
 MAX_REASONS = 1000  # invalid rows listed one by one; beyond this only counted
@@ -79,7 +80,14 @@ def import_csv(app: Roster, path: Path, *, dry_run: bool = False) -> ImportRepor
             lines = _decoded_lines(text, path, encoding)
             rows = _rows(lines, path, zone, report, check=not encoding.clean)
             for batch in _batches(_merge_duplicates(rows, report)):
-                _apply(session, batch, now, report, app.settings.secrets.secret_keys)
+                _apply(
+                    session,
+                    batch,
+                    now,
+                    report,
+                    app.settings.secrets.secret_keys,
+                    newsletter=app.settings.newsletter.slug,
+                )
         except BaseException:
             session.rollback()
             raise
@@ -196,7 +204,13 @@ def _batches(rows: Iterable[Row]) -> Iterator[list[Row]]:
 
 
 def _apply(
-    session: Session, batch: list[Row], now: datetime, report: ImportReport, keys: Sequence[str]
+    session: Session,
+    batch: list[Row],
+    now: datetime,
+    report: ImportReport,
+    keys: Sequence[str],
+    *,
+    newsletter: str,
 ) -> None:
     existing = {
         s.email: s
@@ -243,10 +257,12 @@ def _apply(
     if events:
         session.execute(insert(Event), events)
     if new_rows:
-        _insert_new(session, new_rows, now)
+        _insert_new(session, new_rows, now, newsletter)
 
 
-def _insert_new(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
+def _insert_new(
+    session: Session, rows: list[dict[str, Any]], now: datetime, newsletter: str
+) -> None:
     """Insert new subscribers with their `subscribed` event (and the suppression event of
     one imported as unsubscribed or bounced).
 
@@ -274,6 +290,35 @@ def _insert_new(session: Session, rows: list[dict[str, Any]], now: datetime) -> 
         session.execute(
             insert(Event).from_select(["subscriber_id", "kind", "at", "source", "detail"], chosen)
         )
+    starts = case(
+        *((Subscriber.status == a, b.value) for a, b in STARTS_AS.items()),
+    )
+    session.execute(
+        insert(Subscription).from_select(
+            [
+                "subscriber_id",
+                "newsletter",
+                "status",
+                "sections",
+                "created_at",
+                "updated_at",
+                "unsubscribed_at",
+                "consent_source",
+                "consent_text",
+            ],
+            select(
+                Subscriber.id,
+                literal(newsletter),
+                starts,
+                literal(""),
+                Subscriber.subscribed_at,
+                literal(now, Subscription.updated_at.type),
+                Subscriber.unsubscribed_at,
+                Subscriber.consent_source,
+                Subscriber.consent_text,
+            ).where(Subscriber.email.in_(emails)),
+        )
+    )
 
 
 def _new_subscriber(row: Row, now: datetime) -> dict[str, Any]:

@@ -92,7 +92,13 @@ def unsubscribe(app: Mailing, tokens: Tokens, token: str, *, source: str) -> Rea
     subscriber_id = tokens.read_unsubscribe(token)
     with app.transaction() as session:
         subscriber = _subscriber(session.get(Subscriber, subscriber_id, with_for_update=True))
-        subscribers.unsubscribe(session, subscriber, at=app.clock.now(), source=source)
+        subscribers.unsubscribe(
+            session,
+            subscriber,
+            at=app.clock.now(),
+            source=source,
+            newsletter=app.settings.newsletter.slug,
+        )
         return _reader(subscriber)
 
 
@@ -101,7 +107,13 @@ def resubscribe(app: Mailing, tokens: Tokens, token: str) -> Reader:
     subscriber_id = tokens.read_unsubscribe(token)
     with app.transaction() as session:
         subscriber = _subscriber(session.get(Subscriber, subscriber_id, with_for_update=True))
-        subscribers.resubscribe(session, subscriber, at=app.clock.now(), source="page")
+        subscribers.resubscribe(
+            session,
+            subscriber,
+            at=app.clock.now(),
+            source="page",
+            newsletter=app.settings.newsletter.slug,
+        )
         return _reader(subscriber)
 
 
@@ -209,6 +221,7 @@ def request_subscription(
                 at=now,
                 source="form",
                 ip=ip,
+                newsletter=settings.newsletter.slug,
             )
             subscriber.consent_text = consent_version(templates, settings)
         last_sent = subscriber.last_confirmation_sent_at

@@ -10,7 +10,7 @@ lift it, explicitly, and the lifting is recorded too.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -20,9 +20,17 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
+from newsletter.config import DEFAULT_SLUG
+from newsletter.db.models import (
+    Event,
+    EventKind,
+    Subscriber,
+    SubscriberStatus,
+    SubscriptionStatus,
+)
 from newsletter.errors import InputError, NotFoundError, StateError
 from newsletter.runtime import Runtime
+from newsletter.subscribers import subscriptions
 from newsletter.subscribers.forgotten import forgotten_among
 from newsletter.untrusted import person_name
 
@@ -100,14 +108,17 @@ def record(
     issue_id: int | None = None,
     dedupe_key: str | None = None,
     evidence: dict[str, str] | None = None,
+    newsletter: str = "",
 ) -> None:
     """`dedupe_key` marks an event that must be recorded once only (a report read twice);
-    `evidence` is what a report-driven event rests on."""
+    `evidence` is what a report-driven event rests on; `newsletter` names the subscription
+    a change concerns ("" for the address as a whole)."""
     session.add(
         Event(
             subscriber_id=subscriber.id,
             kind=kind,
             at=at,
+            newsletter=newsletter,
             source=source,
             detail=detail,
             issue_id=issue_id,
@@ -138,9 +149,12 @@ def create(
     status: SubscriberStatus,
     at: datetime,
     source: str,
+    newsletter: str = DEFAULT_SLUG,
     ip: str = "",
+    sections: Sequence[str] = (),
 ) -> Subscriber:
-    """A new subscriber row and the event that says where its consent came from."""
+    """A new subscriber row, its subscription to `newsletter`, and the event that says where
+    its consent came from."""
     subscriber = Subscriber(
         email=normalise_email(email),
         name=clean_name(name),
@@ -156,9 +170,20 @@ def create(
     )
     session.add(subscriber)
     session.flush()
-    record(session, subscriber, EventKind.SUBSCRIBED, at=at, source=source)
+    subscriptions.join(
+        session,
+        subscriber,
+        newsletter,
+        status=subscriptions.starting_status(status),
+        at=at,
+        source=source,
+        sections=sections,
+    )
+    record(session, subscriber, EventKind.SUBSCRIBED, at=at, source=source, newsletter=newsletter)
     if status is SubscriberStatus.UNSUBSCRIBED:
-        record(session, subscriber, EventKind.UNSUBSCRIBED, at=at, source=source)
+        record(
+            session, subscriber, EventKind.UNSUBSCRIBED, at=at, source=source, newsletter=newsletter
+        )
     elif status is SubscriberStatus.BOUNCED:
         record(session, subscriber, EventKind.BOUNCED, at=at, source=source)
     return subscriber
@@ -200,17 +225,46 @@ class Change:
     lifted: bool = False
 
 
-def add(session: Session, email: str, *, name: str, at: datetime, source: str = "cli") -> Change:
-    """Add an active subscriber; an existing suppressed one is left suppressed."""
+def add(
+    session: Session,
+    email: str,
+    *,
+    name: str,
+    at: datetime,
+    newsletter: str = DEFAULT_SLUG,
+    source: str = "cli",
+    sections: Sequence[str] | None = None,
+) -> Change:
+    """Add an active subscriber to `newsletter`; an existing suppressed one is left
+    suppressed."""
     existing = find(session, email)
     if existing is None:
-        return Change(
-            create(session, email, name=name, status=SubscriberStatus.ACTIVE, at=at, source=source),
-            True,
+        created = create(
+            session,
+            email,
+            name=name,
+            status=SubscriberStatus.ACTIVE,
+            at=at,
+            source=source,
+            newsletter=newsletter,
+            sections=sections or (),
         )
+        return Change(created, True)
     changed = False
     if existing.status.suppressed:  # left as it is, name included: nothing to say it changed
         return Change(existing, changed)
+    _subscription, joined = subscriptions.join(
+        session,
+        existing,
+        newsletter,
+        status=subscriptions.starting_status(existing.status),
+        at=at,
+        source=source,
+        sections=sections,
+    )
+    if joined:
+        existing.updated_at = at
+        changed = True
     if name and clean_name(name) != existing.name:
         existing.name = clean_name(name)
         existing.updated_at = at
@@ -231,13 +285,17 @@ def unsubscribe(
     issue_id: int | None = None,
     dedupe_key: str | None = None,
     evidence: dict[str, str] | None = None,
+    newsletter: str | None = None,
 ) -> bool:
-    """Idempotent: a second request changes nothing and records nothing."""
-    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+    """Leave `newsletter` (None: every newsletter, the address included).
+
+    Idempotent: a second request changes nothing and records nothing. A bounced address
+    stays as it is: it receives nothing anyway.
+    """
+    if subscriber.status is SubscriberStatus.BOUNCED:
         return False
-    subscriber.status = SubscriberStatus.UNSUBSCRIBED
-    subscriber.unsubscribed_at = at
-    subscriber.updated_at = at
+    if not subscriptions.leave(session, subscriber, newsletter, at):
+        return False
     record(
         session,
         subscriber,
@@ -248,26 +306,48 @@ def unsubscribe(
         issue_id=issue_id,
         dedupe_key=dedupe_key,
         evidence=evidence,
+        newsletter=newsletter or "",
     )
     return True
 
 
-def resubscribe(session: Session, subscriber: Subscriber, *, at: datetime, source: str) -> bool:
-    """Undo the reader's own unsubscribe; a bounced address stays bounced."""
-    if subscriber.status is not SubscriberStatus.UNSUBSCRIBED:
+def resubscribe(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    at: datetime,
+    source: str,
+    newsletter: str = DEFAULT_SLUG,
+) -> bool:
+    """Undo the reader's own unsubscribe from `newsletter`; a bounced address stays bounced,
+    and a pending one still needs its confirmation."""
+    if subscriber.status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.ACTIVE):
         return False
-    subscriber.status = SubscriberStatus.ACTIVE
-    subscriber.unsubscribed_at = None
+    _subscription, changed = subscriptions.join(
+        session, subscriber, newsletter, status=SubscriptionStatus.ACTIVE, at=at, source=source
+    )
+    if subscriber.status is SubscriberStatus.UNSUBSCRIBED:
+        subscriber.status = SubscriberStatus.ACTIVE
+        subscriber.unsubscribed_at = None
+        changed = True
+    if not changed:
+        return False
     subscriber.updated_at = at
-    record(session, subscriber, EventKind.RESUBSCRIBED, at=at, source=source)
+    record(session, subscriber, EventKind.RESUBSCRIBED, at=at, source=source, newsletter=newsletter)
     return True
 
 
 def confirm(session: Session, subscriber: Subscriber, *, at: datetime, source: str) -> bool:
-    if subscriber.status is not SubscriberStatus.PENDING:
+    """The reader confirmed the address: it, and every subscription it asked for, start."""
+    if subscriber.status not in (SubscriberStatus.PENDING, SubscriberStatus.ACTIVE):
         return False
-    subscriber.status = SubscriberStatus.ACTIVE
-    subscriber.confirmed_at = at
+    changed = subscriptions.activate_pending(session, subscriber, at)
+    if subscriber.status is SubscriberStatus.PENDING:
+        subscriber.status = SubscriberStatus.ACTIVE
+        subscriber.confirmed_at = at
+        changed = True
+    if not changed:
+        return False
     subscriber.updated_at = at
     record(session, subscriber, EventKind.CONFIRMED, at=at, source=source)
     return True
@@ -357,13 +437,25 @@ def lift(
     subscriber.soft_bounces = 0
     subscriber.updated_at = at
     subscriber.unsubscribed_at = at if to is SubscriberStatus.UNSUBSCRIBED else None
+    if to is SubscriberStatus.UNSUBSCRIBED:
+        subscriptions.leave(session, subscriber, None, at)
+    else:
+        subscriptions.restore(session, subscriber, held.at, at)
     kind = EventKind.RESUBSCRIBED if to is SubscriberStatus.ACTIVE else EventKind.UNSUBSCRIBED
     detail = f"suppression lifted by the operator: {held.describe()}"[:MAX_DETAIL]
     record(session, subscriber, kind, at=at, source=source, detail=detail)
 
 
-def add_address(app: Roster, email: str, name: str = "", *, force: bool = False) -> Change:
-    """Add an active subscriber; with `force`, a suppression made by a report is lifted."""
+def add_address(
+    app: Roster,
+    email: str,
+    name: str = "",
+    *,
+    force: bool = False,
+    sections: Sequence[str] | None = None,
+) -> Change:
+    """Add an active subscriber to the current newsletter; with `force`, a suppression made
+    by a report is lifted."""
     with app.transaction() as session:
         now = app.clock.now()
         address = normalise_email(email)
@@ -373,7 +465,8 @@ def add_address(app: Roster, email: str, name: str = "", *, force: bool = False)
                 f"{address} was erased at its owner's request and is not added again",
                 hint="the person can subscribe again through the subscribe form",
             )
-        change = add(session, email, name=name, at=now)
+        newsletter = app.settings.newsletter.slug
+        change = add(session, email, name=name, at=now, newsletter=newsletter, sections=sections)
         subscriber = change.subscriber
         held = suppression(session, subscriber)
         if held is None:
@@ -390,15 +483,17 @@ def add_address(app: Roster, email: str, name: str = "", *, force: bool = False)
 
 
 def unsubscribe_address(
-    app: Roster, email: str, source: str = "cli", *, force: bool = False
+    app: Roster, email: str, source: str = "cli", *, force: bool = False, everything: bool = False
 ) -> Change:
-    """Unsubscribe an address; a bounced one is recorded as unsubscribed only with `force`
-    (the bounce was wrong, and unlike a bounce the reader can undo an unsubscribe)."""
+    """Unsubscribe an address from the current newsletter (`everything`: from all of them);
+    a bounced one is recorded as unsubscribed only with `force` (the bounce was wrong, and
+    unlike a bounce the reader can undo an unsubscribe)."""
     with app.transaction() as session:
         subscriber = get(session, email)
         now = app.clock.now()
         if subscriber.status is not SubscriberStatus.BOUNCED:
-            changed = unsubscribe(session, subscriber, at=now, source=source)
+            newsletter = None if everything else app.settings.newsletter.slug
+            changed = unsubscribe(session, subscriber, at=now, source=source, newsletter=newsletter)
             return Change(subscriber, changed)
         held = suppression(session, subscriber)
         assert held is not None
