@@ -17,13 +17,15 @@ class CliContext:
     def __init__(self, config_path: str | None, clock: Clock | None = None) -> None:
         self.config_path = config_path
         self.clock = clock
+        # The newsletter a command acts on (`--newsletter`); None: the default one.
+        self.newsletter: str | None = None
         self._settings: Settings | None = None
         self._app: App | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.config_path)
+            self._settings = load_settings(self.config_path).for_newsletter(self.newsletter)
         return self._settings
 
     def app(self, *, check_schema: bool = True) -> App:
@@ -50,3 +52,19 @@ class CliContext:
 
 
 pass_context = click.make_pass_decorator(CliContext)
+
+
+def _choose_newsletter(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    cli_context = ctx.find_object(CliContext)
+    if value is not None and cli_context is not None:
+        cli_context.newsletter = value
+
+
+newsletter_option = click.option(
+    "--newsletter",
+    metavar="SLUG",
+    expose_value=False,
+    is_eager=True,
+    callback=_choose_newsletter,
+    help="The newsletter to act on (default: the default newsletter).",
+)

@@ -46,9 +46,11 @@ from newsletter.db.models import (
     Sender,
     Subscriber,
     SubscriberStatus,
+    Subscription,
 )
 from newsletter.delivery.options import Sending
 from newsletter.subscribers.rules import mark_bounced
+from newsletter.subscribers.subscriptions import receiving
 
 TABLE = cast(Table, Delivery.__table__)
 SENDERS = cast(Table, Sender.__table__)
@@ -156,7 +158,8 @@ class Ledger:
         return now + timedelta(seconds=self.delivery.lease_seconds)
 
     def snapshot(self, connection: Connection, now: datetime) -> int:
-        """One queued row per active subscriber, in a single INSERT ... SELECT."""
+        """One queued row per reader of the newsletter, with the sections they chose, in a
+        single INSERT ... SELECT."""
         audience = select(
             literal(self.issue_id),
             Subscriber.id,
@@ -165,7 +168,8 @@ class Ledger:
             literal(""),
             literal(""),
             literal(now, type_=Delivery.updated_at.type),
-        ).where(Subscriber.status == SubscriberStatus.ACTIVE)
+            Subscription.sections,
+        ).join(Subscription, receiving(self.app.settings.newsletter.slug))
         result = connection.execute(
             insert(Delivery).from_select(
                 [
@@ -176,6 +180,7 @@ class Ledger:
                     "claimed_by",
                     "last_reply",
                     "updated_at",
+                    "sections",
                 ],
                 audience,
             )

@@ -24,7 +24,11 @@ def issue_report(app: Runtime, week: Week | None) -> IssueReport:
     chosen = str(week) if week is not None else _latest_sent(app)
     stats = issue_stats(app, Week.parse(chosen))[0]
     with app.transaction() as session:
-        issue_id = session.scalars(select(Issue.id).where(Issue.week == chosen)).one()
+        issue_id = session.scalars(
+            select(Issue.id).where(
+                Issue.newsletter == app.settings.newsletter.slug, Issue.week == chosen
+            )
+        ).one()
         articles = report.article_clicks(session, issue_id)
         opened = report.opens(session, issue_id)
     signs = {sign: sum(a.machine_by_sign[sign] for a in articles) for sign in report.MACHINE_SIGNS}
@@ -57,7 +61,10 @@ def _latest_sent(app: Runtime) -> str:
     with app.transaction() as session:
         latest = session.scalar(
             select(Issue.week)
-            .where(Issue.status.in_([IssueStatus.SENT, IssueStatus.SENDING]))
+            .where(
+                Issue.newsletter == app.settings.newsletter.slug,
+                Issue.status.in_([IssueStatus.SENT, IssueStatus.SENDING]),
+            )
             .order_by(Issue.week.desc())
             .limit(1)
         )

@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter.db.models import DeliveryStatus, Issue, IssueStatus, Subscriber, SubscriberStatus
+from newsletter.db.models import DeliveryStatus, Issue, IssueStatus, Subscriber, Subscription
 from newsletter.delivery.ledger import Ledger
 from newsletter.delivery.loop import SendLoop
 from newsletter.delivery.options import (
@@ -40,6 +40,7 @@ from newsletter.mail.headers import Recipient
 from newsletter.mail.message import DkimKey, IssueParts, MessageFactory
 from newsletter.mail.tokens import Tokens
 from newsletter.subscribers.rules import find, normalise_email
+from newsletter.subscribers.subscriptions import receiving
 from newsletter.transport.outbox import (
     PermanentFailure,
     TransientFailure,
@@ -77,13 +78,17 @@ def prepare_send(app: Sending, week: Week) -> SendPlan | None:
     """The issue as it stands before a send (the caller re-selects a live draft first), or
     None when no issue is stored: nothing was ever selected for the period."""
     with app.transaction() as session:
-        issue = session.scalars(select(Issue).where(Issue.week == str(week))).one_or_none()
+        issue = session.scalars(
+            select(Issue).where(
+                Issue.newsletter == app.settings.newsletter.slug, Issue.week == str(week)
+            )
+        ).one_or_none()
         if issue is None or issue.built_at is None:
             return None
         active = session.scalar(
             select(func.count())
             .select_from(Subscriber)
-            .where(Subscriber.status == SubscriberStatus.ACTIVE)
+            .join(Subscription, receiving(app.settings.newsletter.slug))
         )
         issue_id, subject, status = issue.id, issue.subject, issue.status
         articles = len(issue.articles)
@@ -130,7 +135,11 @@ def _factory(
 
 def _sendable(app: Sending, week: Week) -> Issue:
     with app.transaction() as session:
-        issue = session.scalars(select(Issue).where(Issue.week == str(week))).one_or_none()
+        issue = session.scalars(
+            select(Issue).where(
+                Issue.newsletter == app.settings.newsletter.slug, Issue.week == str(week)
+            )
+        ).one_or_none()
         if issue is None or issue.built_at is None:
             raise StateError(
                 f"the issue for {week} has not been built",
@@ -311,13 +320,13 @@ def dry_run(app: Sending, week: Week, progress: ProgressCallback | None = None) 
             session.scalar(
                 select(func.count())
                 .select_from(Subscriber)
-                .where(Subscriber.status == SubscriberStatus.ACTIVE)
+                .join(Subscription, receiving(app.settings.newsletter.slug))
             )
             or 0
         )
         query = (
             select(Subscriber.id, Subscriber.email, Subscriber.name)
-            .where(Subscriber.status == SubscriberStatus.ACTIVE)
+            .join(Subscription, receiving(app.settings.newsletter.slug))
             .order_by(Subscriber.id)
             .execution_options(yield_per=1000)
         )

@@ -83,7 +83,11 @@ def stats_report(app: Runtime, week: Week | None, growth_weeks: int) -> StatsRep
 def issue_stats(app: Runtime, week: Week | None) -> list[IssueStats]:
     """Newest issue first; a named week that has no issue is an error, not an empty report."""
     with app.transaction() as session:
-        query = select(Issue).order_by(Issue.week.desc())
+        query = (
+            select(Issue)
+            .where(Issue.newsletter == app.settings.newsletter.slug)
+            .order_by(Issue.week.desc())
+        )
         if week is not None:
             query = query.where(Issue.week == str(week))
         issues = list(session.scalars(query))

@@ -114,14 +114,14 @@ def build_issue(app: Editing, week: Week | None) -> BuildReport:
     """Create or rebuild the draft; an empty period gives an empty draft, not an error."""
     chosen = resolve_week(app, week)
     with app.transaction() as session:
-        issue = editable_issue(session, chosen, app.clock.now())
+        issue = editable_issue(session, app.settings.newsletter.slug, chosen, app.clock.now())
         return store(app, session, issue, chosen, select_now(app, session, issue, chosen))
 
 
 def show_issue(app: Editing, week: Week | None) -> IssueView:
     chosen = resolve_week(app, week)
     with app.transaction() as session:
-        issue = find_issue(session, chosen)
+        issue = find_issue(session, app.settings.newsletter.slug, chosen)
         if issue is None:
             raise NotFoundError(
                 f"there is no issue for {chosen} yet",
@@ -162,14 +162,18 @@ def show_issue(app: Editing, week: Week | None) -> IssueView:
         )
 
 
-def find_issue(session: Session, week: Week) -> Issue | None:
-    return session.scalars(select(Issue).where(Issue.week == str(week))).one_or_none()
+def find_issue(session: Session, newsletter: str, week: Week) -> Issue | None:
+    return session.scalars(
+        select(Issue).where(Issue.newsletter == newsletter, Issue.week == str(week))
+    ).one_or_none()
 
 
-def editable_issue(session: Session, week: Week, now: datetime) -> Issue:
-    issue = find_issue(session, week)
+def editable_issue(session: Session, newsletter: str, week: Week, now: datetime) -> Issue:
+    issue = find_issue(session, newsletter, week)
     if issue is None:
-        issue = Issue(week=str(week), status=IssueStatus.DRAFT, created_at=now)
+        issue = Issue(
+            newsletter=newsletter, week=str(week), status=IssueStatus.DRAFT, created_at=now
+        )
         session.add(issue)
         session.flush()
     elif issue.status is not IssueStatus.DRAFT:
@@ -182,7 +186,14 @@ def editable_issue(session: Session, week: Week, now: datetime) -> Issue:
 
 def select_now(app: Runtime, session: Session, issue: Issue | None, week: Week) -> Fresh:
     """Select from the articles and overrides as they are now, storing nothing."""
-    pool = gather(session, periods(app), week, None if issue is None else issue.id)
+    pool = gather(
+        session,
+        periods(app),
+        week,
+        None if issue is None else issue.id,
+        newsletter=app.settings.newsletter.slug,
+        sections=app.settings.newsletter.sections,
+    )
     overrides = (
         session.scalars(
             select(Override).where(Override.issue_id == issue.id).order_by(Override.id)
@@ -199,7 +210,7 @@ def select_now(app: Runtime, session: Session, issue: Issue | None, week: Week) 
         [_candidate(a) for aid, a in articles.items() if aid not in in_window],
         [Decision(o.article_id, o.kind, o.position, o.section) for o in overrides],
         already_sent=pool.already_sent,
-        sections=app.settings.feeds.sections,
+        sections=app.settings.sections,
         max_articles=app.settings.feeds.max_articles,
     )
     for article in pool.backdated:
@@ -298,7 +309,7 @@ def _most_read(app: Editing, session: Session, issue: Issue, week: Week) -> tupl
             )
         )
     )
-    ranked = most_read(session, str(week), wanted + len(excluded))
+    ranked = most_read(session, issue.newsletter, str(week), wanted + len(excluded))
     kept = [article_id for article_id in ranked if article_id not in excluded][:wanted]
     articles = [session.get_one(Article, article_id) for article_id in kept]
     return tuple(_teaser(a, Selected(a.id, featured=False, section=a.section)) for a in articles)

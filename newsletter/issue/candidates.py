@@ -11,6 +11,7 @@ also moves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,17 +33,34 @@ class Pool:
     already_sent: frozenset[int]
 
 
-def gather(session: Session, periods: Periods, week: Week, issue_id: int | None) -> Pool:
+def gather(
+    session: Session,
+    periods: Periods,
+    week: Week,
+    issue_id: int | None,
+    *,
+    newsletter: str,
+    sections: Sequence[str] = (),
+) -> Pool:
+    """The pool of `newsletter`'s issue for `week`, from the articles of the `sections` it
+    carries (empty: all, unsectioned articles too); another newsletter's issues neither send
+    nor hold back an article here."""
     start, end = periods.bounds(week)
     previous_start = periods.bounds(week.previous())[0]
     previous = session.scalars(
-        select(Issue).where(Issue.week == str(week.previous()))
+        select(Issue).where(Issue.newsletter == newsletter, Issue.week == str(week.previous()))
     ).one_or_none()
     late_after: datetime | None = None
     if previous is not None and previous.status in LOCKED_STATUSES and previous.send_started_at:
         late_after = previous.send_started_at
     elif session.scalars(
-        select(Issue.id).where(Issue.status.in_(LOCKED_STATUSES), Issue.week < str(week)).limit(1)
+        select(Issue.id)
+        .where(
+            Issue.newsletter == newsletter,
+            Issue.status.in_(LOCKED_STATUSES),
+            Issue.week < str(week),
+        )
+        .limit(1)
     ).first():
         # The previous period was never sent (nothing in it at its close): what it gets now
         # would go to no issue at all. Before the first issue there is nothing to catch up.
@@ -51,7 +69,11 @@ def gather(session: Session, periods: Periods, week: Week, issue_id: int | None)
         session.scalars(
             select(IssueArticle.article_id)
             .join(Issue, Issue.id == IssueArticle.issue_id)
-            .where(Issue.status.in_(LOCKED_STATUSES), Issue.id != issue_id)
+            .where(
+                Issue.newsletter == newsletter,
+                Issue.status.in_(LOCKED_STATUSES),
+                Issue.id != issue_id,
+            )
         )
     )
     in_period = session.scalars(
@@ -77,13 +99,21 @@ def gather(session: Session, periods: Periods, week: Week, issue_id: int | None)
         )
         .order_by(Article.published_at, Article.id)
     ).all()
-    late = [a for a in late if a.id not in sent]
+    carried = {s.casefold() for s in sections}
+
+    def carries(article: Article) -> bool:
+        return not carried or article.section.casefold() in carried
+
+    def wanted(article: Article) -> bool:
+        return article.id not in sent and carries(article)
+
+    late = [a for a in late if wanted(a)]
     return Pool(
         start=start,
         end=end,
-        window=(*in_period, *late),
+        window=(*(a for a in in_period if carries(a)), *late),
         late=frozenset(a.id for a in late),
-        backdated=tuple(a for a in backdated if a.id not in sent),
+        backdated=tuple(a for a in backdated if wanted(a)),
         already_sent=sent,
     )
 

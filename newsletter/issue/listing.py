@@ -43,7 +43,11 @@ def resolve_week(app: Runtime, week: Week | None) -> Week:
     closed = last_closed(app)
     start, end = periods(app).bounds(closed)
     with app.transaction() as session:
-        status = session.scalars(select(Issue.status).where(Issue.week == str(closed))).first()
+        status = session.scalars(
+            select(Issue.status).where(
+                Issue.newsletter == app.settings.newsletter.slug, Issue.week == str(closed)
+            )
+        ).first()
         empty = (
             status is None
             and not session.scalars(

@@ -52,7 +52,9 @@ def refresh_draft(app: Editing, week: Week, *, reselect_approved: bool) -> Refre
         # Locked, so a second sender starting now cannot re-select an issue the first one has
         # just started sending (PostgreSQL; SQLite serialises writers anyway).
         issue = session.scalars(
-            select(Issue).where(Issue.week == str(week)).with_for_update()
+            select(Issue)
+            .where(Issue.newsletter == app.settings.newsletter.slug, Issue.week == str(week))
+            .with_for_update()
         ).one_or_none()
         if issue is not None and issue.status is not IssueStatus.DRAFT:
             return Refresh(week, (), len(issue.articles), False, "", stored=True)
@@ -66,7 +68,7 @@ def refresh_draft(app: Editing, week: Week, *, reselect_approved: bool) -> Refre
         if (withdrawn and not reselect_approved) or (issue is None and not count):
             return Refresh(week, changes, count, False, withdrawn, stored=False)
         if issue is None:
-            issue = editable_issue(session, week, app.clock.now())
+            issue = editable_issue(session, app.settings.newsletter.slug, week, app.clock.now())
         store(app, session, issue, week, fresh)
         return Refresh(week, changes, count, False, withdrawn, stored=True)
 

@@ -57,7 +57,7 @@ def add_override(
     chosen = resolve_week(app, week)
     now = app.clock.now()
     with app.transaction() as session:
-        issue = editable_issue(session, chosen, now)
+        issue = editable_issue(session, app.settings.newsletter.slug, chosen, now)
         article = _find_article(session, article_ref)
         if kind is OverrideKind.FEATURE and not also:
             session.execute(
@@ -85,7 +85,7 @@ def unfeature(app: Editing, week: Week | None, article_ref: str) -> OverrideRepo
     chosen = resolve_week(app, week)
     now = app.clock.now()
     with app.transaction() as session:
-        issue = editable_issue(session, chosen, now)
+        issue = editable_issue(session, app.settings.newsletter.slug, chosen, now)
         article = _find_article(session, article_ref)
         featured = session.scalars(
             select(Override).where(
@@ -104,7 +104,7 @@ def reset(app: Editing, week: Week | None) -> tuple[int, BuildReport]:
     """Drop every override: the draft goes back to what the selection rules alone give."""
     chosen = resolve_week(app, week)
     with app.transaction() as session:
-        issue = editable_issue(session, chosen, app.clock.now())
+        issue = editable_issue(session, app.settings.newsletter.slug, chosen, app.clock.now())
         dropped = len(issue.overrides)
         session.execute(delete(Override).where(Override.issue_id == issue.id))
         issue.approved_at = None
@@ -118,7 +118,7 @@ def approve(app: Editing, week: Week | None) -> BuildReport:
     """Rebuild the draft and freeze it: `send` sends this selection unless it changes."""
     chosen = resolve_week(app, week)
     with app.transaction() as session:
-        issue = editable_issue(session, chosen, app.clock.now())
+        issue = editable_issue(session, app.settings.newsletter.slug, chosen, app.clock.now())
         report = store(app, session, issue, chosen, select_now(app, session, issue, chosen))
         if not report.articles:
             raise StateError(f"the issue for {chosen} has no articles; there is nothing to approve")

@@ -34,7 +34,11 @@ def preview_issue(
     refresh = refresh_draft(app, chosen, reselect_approved=False)
     rerendered = _rerender_if_templates_changed(app, chosen)
     with app.transaction() as session:
-        issue = session.scalars(select(Issue).where(Issue.week == str(chosen))).one_or_none()
+        issue = session.scalars(
+            select(Issue).where(
+                Issue.newsletter == app.settings.newsletter.slug, Issue.week == str(chosen)
+            )
+        ).one_or_none()
         stored = None if issue is None or issue.built_at is None else (issue.text, issue.html)
     if stored is None:
         raise StateError(
@@ -51,7 +55,7 @@ def _rerender_if_templates_changed(app: Editing, week: Week) -> bool:
     older than the digest column) counts as unchanged rather than re-rendering unasked."""
     current = templates_digest(app.templates_dirs)
     with app.transaction() as session:
-        issue = find_issue(session, week)
+        issue = find_issue(session, app.settings.newsletter.slug, week)
         if issue is None or issue.status is not IssueStatus.DRAFT:
             return False
         if not issue.template_digest or issue.template_digest == current:

@@ -199,7 +199,11 @@ def resolve(
 
 def _read_link(app: Runtime, week: str, article_id: int) -> _Link | None:
     with app.transaction() as session:
-        issue = session.scalars(select(Issue).where(Issue.week == week)).one_or_none()
+        issue = session.scalars(
+            select(Issue).where(
+                Issue.newsletter == app.settings.newsletter.slug, Issue.week == week
+            )
+        ).one_or_none()
         if issue is None:
             return None
         article = session.get(Article, article_id)

@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 from newsletter.db.models import Article, ClickCount, Issue, IssueStatus
 
 
-def most_read(session: Session, week: str, limit: int) -> list[int]:
+def most_read(session: Session, newsletter: str, week: str, limit: int) -> list[int]:
     """Ids of up to `limit` articles of the last issue sent before `week`, most read first."""
     previous = session.scalar(
         select(Issue.id)
-        .where(Issue.status == IssueStatus.SENT, Issue.week < week)
+        .where(Issue.newsletter == newsletter, Issue.status == IssueStatus.SENT, Issue.week < week)
         .order_by(Issue.week.desc())
         .limit(1)
     )

@@ -27,7 +27,11 @@ def record(app: Runtime, tokens: ClickTokens, token: str, *, count: bool) -> boo
     except InvalidClick:
         return False
     with app.transaction() as session:
-        issue = session.scalars(select(Issue).where(Issue.week == week)).one_or_none()
+        issue = session.scalars(
+            select(Issue).where(
+                Issue.newsletter == app.settings.newsletter.slug, Issue.week == week
+            )
+        ).one_or_none()
         if issue is None:
             return False
         if count and app.settings.tracking.opens and issue.status is not IssueStatus.DRAFT:

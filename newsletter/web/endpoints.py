@@ -264,7 +264,10 @@ class Views:
         with self.app.transaction() as session:
             issues = session.execute(
                 select(Issue.week, Issue.subject)
-                .where(Issue.status == IssueStatus.SENT)
+                .where(
+                    Issue.newsletter == self.app.settings.newsletter.slug,
+                    Issue.status == IssueStatus.SENT,
+                )
                 .order_by(Issue.week.desc())
             ).all()
         entries = [
@@ -281,7 +284,11 @@ class Views:
             flask.abort(404)
         with self.app.transaction() as session:
             html = session.scalar(
-                select(Issue.web_html).where(Issue.week == wanted, Issue.status == IssueStatus.SENT)
+                select(Issue.web_html).where(
+                    Issue.newsletter == self.app.settings.newsletter.slug,
+                    Issue.week == wanted,
+                    Issue.status == IssueStatus.SENT,
+                )
             )
         if not html:
             flask.abort(404)
