@@ -58,7 +58,7 @@ from newsletter.errors import StateError
 from newsletter.issue.periods import Week
 from newsletter.subscribers.subscriptions import receiving
 
-from .conftest import PG_ENV, SECRET_KEY
+from .conftest import PG_ENV, SECRET_KEY, Cli
 from .release_0010 import (
     DRAFT_WEEK,
     HALF_SENT_WEEK,
@@ -92,7 +92,8 @@ def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError as exc:
         admin.dispose()
-        pytest.skip(f"PostgreSQL at {PG_ENV} is unavailable: {str(exc.orig).strip()[:200]}")
+        reason = str(exc.orig).strip().splitlines()[0]
+        pytest.skip(f"PostgreSQL at {PG_ENV} is unavailable: {reason}")
     yield make_url(base).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -202,6 +203,28 @@ def test_a_configured_default_newsletter_takes_over_the_old_list(old: Engine) ->
     assert issues == {SENT_WEEK: "roundup", HALF_SENT_WEEK: "roundup", DRAFT_WEEK: "roundup"}
     assert {n for (kind, n) in events if kind in LIST_EVENTS} == {"roundup"}
     assert {n for (kind, n) in events if kind not in LIST_EVENTS} == {""}
+
+
+def test_init_migrates_the_old_list_into_the_configured_default_newsletter(
+    old: Engine, tmp_path: Path
+) -> None:
+    cli = Cli(
+        env={
+            "NEWSLETTER_CONFIG": "",
+            "NEWSLETTER_DATABASE_URL": old.url.render_as_string(hide_password=False),
+            "NEWSLETTER_NEWSLETTER_SLUG": "roundup",
+            "NEWSLETTER_NEWSLETTER_BASE_URL": "https://news.example.org",
+            "NEWSLETTER_SECRET_KEY": SECRET_KEY,
+        },
+        cwd=tmp_path,
+    )
+    result = cli("init")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"Database migrated from {RELEASE} to schema {head_revision()}.\n"
+    with Session(old) as session:
+        assert set(session.scalars(select(Subscription.newsletter))) == {"roundup"}
+        assert set(session.scalars(select(Issue.newsletter))) == {"roundup"}
+    assert cli("init").output.startswith("Database is up to date")
 
 
 def test_events_keep_their_evidence_and_list_events_name_the_default_newsletter(

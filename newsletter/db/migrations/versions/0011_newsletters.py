@@ -160,9 +160,13 @@ def _rows_referring_to_issues_kept() -> Iterator[None]:
     if bind.dialect.name != "sqlite":
         yield
         return
-    tables = bind.exec_driver_sql(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-    ).scalars()
+    tables = (
+        bind.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+        )
+        .scalars()
+        .all()
+    )
     children = [
         table
         for table in tables
