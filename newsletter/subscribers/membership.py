@@ -315,6 +315,8 @@ def request_subscription(
     if form.honeypot:
         return SignupResult(Answer.ACCEPTED)
     address = subscribers.normalise_email(form.email)
+    settings = app.settings
+    wanted = chosen(settings, form.newsletters, form.sections)
     now = app.clock.now()
     served = _challenge(keys.default, form.challenge, now)
     if isinstance(served, SignupResult):
@@ -325,8 +327,6 @@ def request_subscription(
             hint="please use another address",
         )
     clean_name = subscribers.clean_name(form.name)
-    settings = app.settings
-    wanted = chosen(settings, form.newsletters, form.sections)
     consent = consent_version(templates, settings)
     address_key = throttle.key_for(settings.secrets.secret_keys[0], PER_ADDRESS, address)
     with app.transaction() as session:
