@@ -162,7 +162,7 @@ class Joining:
         return self._confirmation("confirmed", reader)
 
     def _confirmation(self, name: str, reader: membership.Reader) -> flask.Response:
-        names = [self.site.newsletter(slug).name for slug in reader.joined]
+        names = self.site.names(reader.joined)
         return self.site.page(
             name, newsletter=self.site.newsletter(reader.newsletter), reader=reader, names=names
         )

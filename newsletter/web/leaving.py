@@ -19,7 +19,7 @@ class Leaving:
         self.site = site
 
     def _page(self, name: str, reader: membership.Reader) -> flask.Response:
-        others = [self.site.newsletter(s).name for s in reader.joined if s != reader.newsletter]
+        others = self.site.names([s for s in reader.joined if s != reader.newsletter])
         return self.site.page(
             name,
             newsletter=self.site.newsletter(reader.newsletter),

@@ -3,6 +3,7 @@ the error pages, and the same-origin check of the forms that change a reader's c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +51,11 @@ class Site:
         if slug not in self.app.settings.slugs:
             flask.abort(404)
         return self.app.settings.for_newsletter(slug).newsletter
+
+    def names(self, slugs: Sequence[str]) -> list[str]:
+        """The names of the newsletters `slugs` that the settings still describe."""
+        known = self.app.settings.slugs
+        return [self.app.settings.for_newsletter(s).newsletter.name for s in slugs if s in known]
 
     def page(
         self,
