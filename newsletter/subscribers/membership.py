@@ -33,8 +33,6 @@ from newsletter.subscribers import subscriptions, throttle
 from newsletter.subscribers.preferences import carried_sections, known, mask
 from newsletter.transport.base import Transport
 
-__all__ = ["mask"]
-
 
 class Mailing(Runtime, Protocol):
     """What joining needs beyond the runtime: a transport for the confirmation email."""
