@@ -211,6 +211,25 @@ def test_ticking_every_section_means_all_and_a_newsletter_can_be_joined(
     ]
 
 
+def test_swapping_ones_only_newsletter_for_another_keeps_the_address(
+    web: App, client: FlaskClient
+) -> None:
+    subscriber_id = reader(web, "jane@example.org", brief=False)
+    token = tokens(web.settings).preferences(subscriber_id)
+
+    save(client, token, newsletter=["brief"])
+
+    assert held(web, subscriber_id) == {
+        "weekly": (SubscriptionStatus.UNSUBSCRIBED, ""),
+        "brief": (SubscriptionStatus.ACTIVE, ""),
+    }
+    assert address_status(web, subscriber_id) is SubscriberStatus.ACTIVE
+    assert events(web, subscriber_id) == [
+        (EventKind.SUBSCRIBED, "brief", ""),
+        (EventKind.UNSUBSCRIBED, "weekly", ""),
+    ]
+
+
 def test_leaving_everything_and_coming_back_from_the_same_page(
     web: App, client: FlaskClient
 ) -> None:

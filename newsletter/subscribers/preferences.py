@@ -190,10 +190,13 @@ def save(app: Runtime, subscriber_id: int, wanted: Wanted) -> Preferences:
                 session, subscriber, EventKind.UPDATED, at=now, source=SOURCE, detail="name"
             )
         if subscriber.status is not SubscriberStatus.BOUNCED:
+            # Joins first: leaving what was the last subscription would otherwise end the
+            # address for a moment, only for the join to bring it back.
             for slug in plan.offered:
                 if slug in plan.joined:
                     _keep(session, subscriber, slug, plan.sections[slug], now)
-                else:
+            for slug in plan.offered:
+                if slug not in plan.joined:
                     rules.unsubscribe(session, subscriber, at=now, source=SOURCE, newsletter=slug)
         return _view(session, app.settings, subscriber)
 
