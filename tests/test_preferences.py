@@ -482,6 +482,10 @@ def test_subscribing_to_two_newsletters_then_confirming_activates_both(
         "weekly": (SubscriptionStatus.PENDING, "Europe\nAfrica"),
         "brief": (SubscriptionStatus.PENDING, ""),
     }
+    assert events(web, sam_id) == [
+        (EventKind.SUBSCRIBED, "weekly", ""),
+        (EventKind.SUBSCRIBED, "brief", ""),
+    ]
     [message] = mails(outbox)
     link = path_of(confirm_link(message))
     page = client.get(link).get_data(as_text=True)
@@ -495,6 +499,7 @@ def test_subscribing_to_two_newsletters_then_confirming_activates_both(
         "weekly": (SubscriptionStatus.ACTIVE, "Europe\nAfrica"),
         "brief": (SubscriptionStatus.ACTIVE, ""),
     }
+    assert events(web, sam_id)[-1] == (EventKind.CONFIRMED, "", "")
 
 
 def test_an_active_reader_asking_for_another_newsletter_confirms_it_and_keeps_the_first(

@@ -274,7 +274,7 @@ def _ask(
         current = subscriptions.find(session, subscriber, slug)
         if current is not None and current.status is SubscriptionStatus.ACTIVE:
             continue
-        _subscription, changed = subscriptions.join(
+        subscriptions.join(
             session,
             subscriber,
             slug,
@@ -284,7 +284,7 @@ def _ask(
             sections=sections,
             consent_text=consent,
         )
-        if changed:
+        if current is None or current.status is SubscriptionStatus.UNSUBSCRIBED:
             subscribers.record(
                 session, subscriber, EventKind.SUBSCRIBED, at=now, source="form", newsletter=slug
             )
