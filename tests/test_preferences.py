@@ -37,7 +37,7 @@ from newsletter.mail.tokens import Tokens
 from newsletter.subscribers import rules, subscriptions
 from newsletter.web.endpoints import create_app
 from tests.conftest import SECRET_KEY
-from tests.test_web import confirm_link, mails, path_of, snapshot
+from tests.test_web import confirm_link, mails, path_of, snapshot, version_of
 from tests.tracking_world import send_week
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -474,10 +474,13 @@ def test_subscribing_to_two_newsletters_then_confirming_activates_both(
         **{"sections-weekly": ["Africa", "Europe"]},
     )
     assert "Check your inbox" in response.get_data(as_text=True)
+    form = client.get("/subscribe").get_data(as_text=True)
+    assert "the newsletters you tick (The Weekly Round-up, The Brief)" in form
     with web.transaction() as session:
         sam = rules.find(session, "sam@example.org")
         assert sam is not None
         sam_id = sam.id
+        assert sam.consent_text == version_of(form)
     assert held(web, sam_id) == {
         "weekly": (SubscriptionStatus.PENDING, "Europe\nAfrica"),
         "brief": (SubscriptionStatus.PENDING, ""),

@@ -151,6 +151,11 @@ def test_choices_made_in_the_browser_shape_the_next_sends(
     link = manage_link(app, base_url, smtp, jane)
     clock.advance(3600)
 
+    page.goto(f"{base_url}/subscribe?newsletter=brief")
+    assert page.is_checked("input[name=newsletter][value=brief]")
+    assert not page.is_checked("input[name=newsletter][value=weekly]")
+    shot(page, "12-subscribe-two-newsletters")
+
     page.goto(link)
     page.wait_for_selector("text=Your preferences")
     assert "j***@example.org" in page.content()

@@ -178,13 +178,20 @@ def resubscribe(app: Mailing, keys: Keyring, token: str) -> Reader:
         return _reader(session, subscriber, newsletter)
 
 
+def consent_names(settings: Settings) -> list[str]:
+    """The newsletters the consent wording names: every one the form offers."""
+    return [settings.for_newsletter(slug).newsletter.name for slug in settings.slugs]
+
+
 def consent_version(templates: Environment, settings: Settings) -> str:
     """Which consent wording the reader saw: a digest of it as the form renders it.
 
     Derived rather than numbered by hand, so that an operator's edit of the template, or a
     new newsletter name in it, can never be recorded under the old wording's version.
     """
-    text = templates.get_template(CONSENT_TEMPLATE).render(newsletter=settings.newsletter)
+    text = templates.get_template(CONSENT_TEMPLATE).render(
+        newsletter=settings.default_newsletter, names=consent_names(settings)
+    )
     digest = hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
     return f"form-{digest[:16]}"
 

@@ -91,6 +91,7 @@ class Joining:
             min_age=int(membership.FORM_MIN_AGE.total_seconds()),
             max_hours=int(membership.FORM_MAX_AGE.total_seconds() // 3600),
             offered=self._offered(),
+            names=membership.consent_names(self.site.app.settings),
             chosen=list(echo.chosen),
             sections={slug: list(values) for slug, values in echo.sections.items()},
             choice_field=CHOICE_FIELD,
