@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -241,5 +242,40 @@ def test_opens_are_counted_per_issue_and_only_when_asked(
         assert client.get(pixel[1][:-8] + ".gif").status_code == 404
         with app.transaction() as session:
             assert session.scalars(select(OpenCount.opens)).all() == [1]
+    finally:
+        app.close()
+
+
+def test_each_newsletters_links_and_opens_count_for_its_own_issue(
+    settings: Settings, clock: FixedClock
+) -> None:
+    """Both newsletters send week 47; a link or image of the brief counts for the brief's
+    issue, found by the list id its token was signed with."""
+    brief_settings = replace(
+        settings.newsletter, slug="brief", name="The Brief", sections=("Middle East",)
+    )
+    two = replace(settings, newsletters=(settings.newsletter, brief_settings))
+    app = tracking_app(two, clock, clicks="aggregate", opens=True)
+    brief = App(app.settings.for_newsletter("brief"), app.engine, app.sessions, app.clock)
+    try:
+        send_week(app, ["ann@example.org"])
+        [cy] = [copy for copy in send_week(brief, ["cy@example.org"]) if "cy@" in copy.to]
+        clock.advance(3600)
+        client = create_app(app).test_client()
+        assert click(client, cy.paths()[0]).status_code == 302
+        with app.transaction() as session:
+            rows = session.execute(select(Issue.newsletter, Issue.id)).all()
+            issues: dict[str, int] = dict(rows)
+            html = session.scalars(select(Issue.html).where(Issue.id == issues["brief"])).one()
+        pixel = re.search(r'<img src="https://news\.example\.org(/o/[^"]+)"', html)
+        assert pixel is not None
+        assert client.get(pixel[1]).status_code == 200
+        with app.transaction() as session:
+            clicked = session.scalars(select(ClickCount.issue_id)).all()
+            opened = [
+                tuple(row) for row in session.execute(select(OpenCount.issue_id, OpenCount.opens))
+            ]
+        assert clicked == [issues["brief"]]
+        assert opened == [(issues["brief"], 1)]
     finally:
         app.close()

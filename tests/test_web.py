@@ -961,3 +961,34 @@ def test_a_test_copy_views_its_draft_in_the_browser_before_it_is_sent(
     expired = client.get(path)
     assert expired.status_code == 404
     assert "expired" in expired.get_data(as_text=True)
+
+
+def test_each_extra_press_of_the_button_says_why_it_is_needed(
+    app: App, client: FlaskClient, clock: FixedClock, outbox: Path
+) -> None:
+    """The snippet's post gets the form back saying why; pressed again within two seconds,
+    the page says so and when it will work, and the same form then counts."""
+    snippet = {"email": "quick@example.org", "name": "Quick Reader"}
+    first = client.post("/subscribe", data=snippet).get_data(as_text=True)
+    assert "your request came from a form on another page" in first
+    assert re.search(r"press Subscribe once more below \(2 seconds after this\s+page", first)
+
+    clock.advance(0.5)
+    hurried = client.post("/subscribe", data={**snippet, "form": challenge_in(first)})
+    page = hurried.get_data(as_text=True)
+    assert "less than 2 seconds after" in page
+    assert "Press Subscribe again in 2 seconds" in page
+    assert challenge_in(page) == challenge_in(first), "the same form, which will count soon"
+    assert mails(outbox) == []
+
+    clock.advance(1.6)
+    done = client.post("/subscribe", data={**snippet, "form": challenge_in(page)})
+    assert "Check your inbox" in done.get_data(as_text=True)
+    assert len(mails(outbox)) == 1
+
+    spent = client.post("/subscribe", data={**snippet, "form": challenge_in(page)})
+    assert "this form had already been sent once" in spent.get_data(as_text=True)
+    clock.advance(13 * 3600)
+    stale = client.post("/subscribe", data={**snippet, "form": challenge_in(first)})
+    assert "more than 12 hours ago" in stale.get_data(as_text=True)
+    assert len(mails(outbox)) == 1

@@ -25,6 +25,7 @@ is redirected without waiting for any write.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -129,22 +130,23 @@ class _Link:
 
 
 class Links:
-    """Where each (week, article) leads, read from the database at most once a minute."""
+    """Where each (newsletter, week, article) leads, read from the database at most once a
+    minute."""
 
     TTL = 60.0
 
     def __init__(self) -> None:
-        self._known: dict[tuple[str, int], _Link | None] = {}
-        self._seen: dict[tuple[str, int], float] = {}
+        self._known: dict[tuple[str, str, int], _Link | None] = {}
+        self._seen: dict[tuple[str, str, int], float] = {}
         self._lock = threading.Lock()
 
-    def get(self, app: Runtime, week: str, article_id: int) -> _Link | None:
-        key = (week, article_id)
+    def get(self, app: Runtime, newsletter: str, week: str, article_id: int) -> _Link | None:
+        key = (newsletter, week, article_id)
         now = app.clock.monotonic()
         with self._lock:
             if key in self._known and now - self._seen[key] < self.TTL:
                 return self._known[key]
-        link = _read_link(app, week, article_id)
+        link = _read_link(app, newsletter, week, article_id)
         with self._lock:
             if len(self._known) > 10_000:  # tokens are signed, so only real links get here
                 self._known.clear()
@@ -163,20 +165,39 @@ def home_page(app: Runtime) -> str:
     return site.website_url or site.base_url.rstrip("/") + "/"
 
 
-def resolve(
-    app: Runtime, tokens: ClickTokens, links: Links, click: Click
-) -> tuple[str, Pending | None] | None:
-    """Where the link leads and the click to count, if any; None: it is not one of ours."""
-    try:
-        week, article_id = tokens.read_article(click.token)
+def _read_tokens(
+    tokens: Mapping[str, ClickTokens], click: Click
+) -> tuple[str, str, int, int] | None:
+    """(newsletter, week, article id, subscriber id) of a click: each newsletter signs its
+    links with its own list id, so the one whose tokens read it is the one that sent it."""
+    for newsletter, signer in tokens.items():
+        try:
+            week, article_id = signer.read_article(click.token)
+        except InvalidClick:
+            continue
         subscriber_id = 0
         if click.reader:
-            reader_week, subscriber_id = tokens.read_reader(click.reader)
+            try:
+                reader_week, subscriber_id = signer.read_reader(click.reader)
+            except InvalidClick:
+                return None
             if reader_week != week:
                 return None
-    except InvalidClick:
+        return newsletter, week, article_id, subscriber_id
+    return None
+
+
+def resolve(
+    app: Runtime, tokens: Mapping[str, ClickTokens], links: Links, click: Click
+) -> tuple[str, Pending | None] | None:
+    """Where the link leads and the click to count, if any; None: it is not one of ours.
+
+    `tokens` holds each newsletter's signer, by slug."""
+    read = _read_tokens(tokens, click)
+    if read is None:
         return None
-    link = links.get(app, week, article_id)
+    newsletter, week, article_id, subscriber_id = read
+    link = links.get(app, newsletter, week, article_id)
     if link is None:
         return None
     if not link.url:
@@ -197,12 +218,10 @@ def resolve(
     return link.url, pending
 
 
-def _read_link(app: Runtime, week: str, article_id: int) -> _Link | None:
+def _read_link(app: Runtime, newsletter: str, week: str, article_id: int) -> _Link | None:
     with app.transaction() as session:
         issue = session.scalars(
-            select(Issue).where(
-                Issue.newsletter == app.settings.newsletter.slug, Issue.week == week
-            )
+            select(Issue).where(Issue.newsletter == newsletter, Issue.week == week)
         ).one_or_none()
         if issue is None:
             return None

@@ -6,6 +6,8 @@ every message it receives, and many clients load none. Nothing else uses them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -20,17 +22,27 @@ UNRELIABLE = (
 )
 
 
-def record(app: Runtime, tokens: ClickTokens, token: str, *, count: bool) -> bool:
-    """Count one open of the issue `token` names; false if the token is not ours."""
-    try:
-        week = tokens.read_opened(token.removesuffix(".gif"))
-    except InvalidClick:
+def _read(tokens: Mapping[str, ClickTokens], token: str) -> tuple[str, str] | None:
+    """(newsletter, week) of an open token: the newsletter whose signer reads it sent it."""
+    for newsletter, signer in tokens.items():
+        try:
+            return newsletter, signer.read_opened(token.removesuffix(".gif"))
+        except InvalidClick:
+            continue
+    return None
+
+
+def record(app: Runtime, tokens: Mapping[str, ClickTokens], token: str, *, count: bool) -> bool:
+    """Count one open of the issue `token` names; false if the token is not ours.
+
+    `tokens` holds each newsletter's signer, by slug."""
+    read = _read(tokens, token)
+    if read is None:
         return False
+    newsletter, week = read
     with app.transaction() as session:
         issue = session.scalars(
-            select(Issue).where(
-                Issue.newsletter == app.settings.newsletter.slug, Issue.week == week
-            )
+            select(Issue).where(Issue.newsletter == newsletter, Issue.week == week)
         ).one_or_none()
         if issue is None:
             return False

@@ -25,7 +25,12 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 class TrackingViews:
     def __init__(self, app: App) -> None:
         self.app = app
-        self.tokens = ClickTokens(app.settings.secrets.secret_keys, app.settings.list_id)
+        keys = app.settings.secrets.secret_keys
+        # Each newsletter signs its own links; the one whose signer reads a link sent it.
+        self.tokens = {
+            slug: ClickTokens(keys, app.settings.for_newsletter(slug).list_id)
+            for slug in app.settings.slugs
+        }
         self.secret = app.settings.secrets.secret_keys[0]
         self.links = clicks.Links()
         self.recorder = Recorder(app, self.limiter)
