@@ -443,15 +443,21 @@ def test_the_archive_of_each_newsletter(web: App, client: FlaskClient) -> None:
 # Subscribing to several newsletters -----------------------------------------------------------
 
 
-def test_the_form_offers_the_newsletters_and_preselects_one(client: FlaskClient) -> None:
+def test_the_form_is_about_one_newsletter_and_offers_the_others_unticked(
+    client: FlaskClient,
+) -> None:
+    """`?newsletter=SLUG` chooses the page's own newsletter (the default without it): it is
+    the form's subject, not a box; the others are offered, and nothing is ticked in advance."""
     page = client.get("/subscribe").get_data(as_text=True)
-    assert re.search(r'value="weekly" checked>', page)
-    assert re.search(r'value="brief">', page)
+    assert re.search(r'<input type="hidden" name="newsletter" value="weekly">', page)
+    assert re.search(r'type="checkbox"\s+value="brief">', page)
     assert 'name="sections-weekly"' in page
-    assert not re.search(r"<input[^>]*sections-\w+[^>]* checked", page), "no section pre-ticked"
+    assert not re.search(r"<input[^>]*type=\"checkbox\"[^>]* checked", page), "nothing pre-ticked"
     chosen = client.get("/subscribe?newsletter=brief").get_data(as_text=True)
-    assert re.search(r'value="brief" checked>', chosen)
-    assert re.search(r'value="weekly">', chosen)
+    assert re.search(r'<input type="hidden" name="newsletter" value="brief">', chosen)
+    assert re.search(r'type="checkbox"\s+value="weekly">', chosen)
+    assert chosen.index("The Brief") < chosen.index("Also The Weekly Round-up")
+    assert not re.search(r"<input[^>]*type=\"checkbox\"[^>]* checked", chosen)
     assert client.get("/subscribe?newsletter=daily").status_code == 404
 
 

@@ -48,8 +48,10 @@ class Joining:
     def __init__(self, site: Site) -> None:
         self.site = site
 
-    def _offered(self) -> list[dict[str, Any]]:
+    def _offered(self, featured: str) -> list[dict[str, Any]]:
+        """Every newsletter, the page's own first."""
         settings = self.site.app.settings
+        slugs = sorted(settings.slugs, key=lambda slug: slug != featured)
         return [
             {
                 "slug": slug,
@@ -57,7 +59,7 @@ class Joining:
                 "sections": settings.for_newsletter(slug).sections,
                 "field": section_field(slug),
             }
-            for slug in settings.slugs
+            for slug in slugs
         ]
 
     def form_page(self) -> flask.Response:
@@ -75,6 +77,9 @@ class Joining:
     ) -> flask.Response:
         keys = self.site.keys
         now = self.site.app.clock.now()
+        # The page's own newsletter is its subject, named and not a box to tick; the others
+        # are offered unticked (STANDARDS 52: no pre-ticked boxes), or as the reader left them.
+        featured = echo.chosen[0] if echo.chosen else self.site.default.slug
         challenge = keys.default.form_challenge(now)
         wait = 0
         if step is not None and step.unchallenged is membership.Unchallenged.TOO_SOON:
@@ -90,7 +95,8 @@ class Joining:
             wait=wait,
             min_age=int(membership.FORM_MIN_AGE.total_seconds()),
             max_hours=int(membership.FORM_MAX_AGE.total_seconds() // 3600),
-            offered=self._offered(),
+            offered=self._offered(featured),
+            featured=featured,
             names=membership.consent_names(self.site.app.settings),
             chosen=list(echo.chosen),
             sections={slug: list(values) for slug, values in echo.sections.items()},
