@@ -501,17 +501,3 @@ def unsubscribe_address(
             return Change(subscriber, False, held)
         lift(session, subscriber, held, to=SubscriberStatus.UNSUBSCRIBED, at=now, source=source)
         return Change(subscriber, True, held, lifted=True)
-
-
-@dataclass(frozen=True)
-class Listing:
-    email: str
-    name: str
-    status: SubscriberStatus
-    subscribed_at: datetime
-
-
-def listing(app: Roster, status: SubscriberStatus | None = None) -> Iterator[Listing]:
-    with app.sessions() as session:
-        for s in list_subscribers(session, status):
-            yield Listing(s.email, s.name, s.status, s.subscribed_at)
