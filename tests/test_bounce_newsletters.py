@@ -68,7 +68,7 @@ def _subscriptions(world: World, name: str) -> dict[str, SubscriptionStatus]:
                 Subscription.subscriber_id == world.ids[name]
             )
         )
-        return dict(rows)
+        return {row.newsletter: row.status for row in rows}
 
 
 def _process(world: World, tmp_path: Path, name: str, *, mbox: str = "in.mbox") -> int:
