@@ -189,16 +189,24 @@ def test_an_unsubscribed_row_ends_every_subscription_of_the_address(
 
 def test_cli_import_and_export_for_one_newsletter(run: Cli, tmp_path: Path) -> None:
     assert run("subscribers", "add", "ann@example.org").exit_code == 0
-    path = _write(tmp_path, "email,name\nann@example.org,Ann\nbob@example.org,Bob\n")
+    chose = run(
+        "subscribers", "add", "cy@example.org", "--newsletter", "brief", "--sections", "Europe"
+    )
+    assert chose.exit_code == 0, chose.output
+    path = _write(
+        tmp_path, "email,name\nann@example.org,Ann\nbob@example.org,Bob\ncy@example.org,\n"
+    )
     result = run("subscribers", "import", str(path), "--newsletter", "brief")
     assert result.exit_code == 0, result.output
-    assert "added 1, updated 1, unchanged 0" in result.output
+    assert "added 1, updated 1, unchanged 1" in result.output  # Cy keeps the sections chosen
     listed = run("subscribers", "list", "--newsletter", "brief")
     lines = [line.split() for line in listed.output.splitlines() if "@" in line]
     assert [(line[0], line[-1]) for line in lines] == [
         ("ann@example.org", "brief"),
+        ("cy@example.org", "Europe"),
         ("bob@example.org", "brief"),
     ]
+    assert "brief: Europe" in listed.output
     assert "weekly; brief" in listed.output
     exported = run("subscribers", "export", "--newsletter", "weekly")
     rows = exported.output.splitlines()[1:]

@@ -86,10 +86,12 @@ def follow(
     before: SubscriberStatus,
     after: SubscriberStatus,
     chosen: Mapping[str, Sequence[str]] | None,
+    sections_given: bool,
     now: datetime,
 ) -> Outcome:
     """What a row changes in an existing reader's subscriptions: the address's new status
-    (`before` to `after`) first, then the newsletters and sections it names (`chosen`)."""
+    (`before` to `after`) first, then the newsletters and sections it names (`chosen`). A
+    file without a sections column leaves the sections readers chose as they are."""
     outcome = Outcome()
     state = {slug: (h.status, h.sections) for slug, h in held.items()}
     if after is not before:
@@ -110,7 +112,8 @@ def follow(
         if status is UNSUBSCRIBED and wanted is not UNSUBSCRIBED:
             continue  # the reader left it: theirs alone to undo
         # A file's `pending` never takes back a confirmation.
-        state[slug] = (ACTIVE if status is ACTIVE and wanted is PENDING else wanted, packed)
+        kept = packed if sections_given else state[slug][1]
+        state[slug] = (ACTIVE if status is ACTIVE and wanted is PENDING else wanted, kept)
         named.add(slug)
     for slug, h in held.items():
         status, sections = state[slug]
@@ -144,6 +147,7 @@ def change(
         before=current.status,
         after=changes.get("status", current.status),
         chosen=row.chosen,
+        sections_given="sections" in row.given,
         now=now,
     )
     if changes:
