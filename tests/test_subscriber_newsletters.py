@@ -247,6 +247,8 @@ def test_cli_add_with_sections_unsubscribe_and_show(run: Cli) -> None:
     assert "--newsletter and --all cannot be used together" in both.output
     left = run("subscribers", "unsubscribe", "ann@example.org", "--newsletter", "brief")
     assert left.output.startswith("Unsubscribed ann@example.org from brief.")
+    again = run("subscribers", "add", "ann@example.org", "--newsletter", "brief")
+    assert again.output.startswith("ann@example.org unsubscribed from brief; left unchanged.")
     assert "ann@example.org" in run("subscribers", "list", "--status", "active").output
     everything = run("subscribers", "unsubscribe", "ann@example.org", "--all")
     assert everything.output.startswith("Unsubscribed ann@example.org from every newsletter.")

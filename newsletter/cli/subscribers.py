@@ -122,6 +122,12 @@ def add(ctx: CliContext, email: str, name: str, sections: str | None, force: boo
         )
     elif subscriber.status.suppressed:
         click.echo(f"{shown} is {subscriber.status.value}; left unchanged.")
+    elif change.left:
+        slug = ctx.settings.newsletter.slug
+        click.echo(f"{shown} unsubscribed from {slug}; left unchanged.")
+        click.echo(
+            "Only the reader can subscribe again, e.g. from their preferences page.", err=True
+        )
     elif change.changed:
         click.echo(f"{shown} is {subscriber.status.value}.")
     else:
