@@ -93,7 +93,7 @@ def test_rows_name_newsletters_and_sections_and_wrong_names_are_reported_by_line
     path = _write(
         tmp_path,
         "email,name,newsletters,sections\n"
-        "ann@example.org,Ann,weekly;brief,Middle East\n"
+        "ann@example.org,Ann,Weekly; brief,Middle East\n"
         "bob@example.org,Bob,,\n"
         "cy@example.org,Cy,brief,europe\n"
         "dee@example.org,Dee,monthly;brief,Mars;Africa\n"

@@ -185,7 +185,7 @@ def parse_row(line: int, values: list[str], columns: Columns, zone: ZoneInfo) ->
         _parse_time(cell("unsubscribed_at") or cell("cleaned_at"), "unsubscribed_at", zone),
         _consent(cell),
         columns.given,
-        split(cell("newsletters") or ""),
+        split((cell("newsletters") or "").lower()),  # slugs are lower-case
         split(restore(cell("sections") or "")),
     )
 
