@@ -111,8 +111,8 @@ def follow(
         status = state[slug][0]
         if status is UNSUBSCRIBED and wanted is not UNSUBSCRIBED:
             continue  # the reader left it: theirs alone to undo
-        # A file's `pending` never takes back a confirmation.
         kept = packed if sections_given else state[slug][1]
+        # A file's `pending` never takes back a confirmation.
         state[slug] = (ACTIVE if status is ACTIVE and wanted is PENDING else wanted, kept)
         named.add(slug)
     for slug, h in held.items():
@@ -123,7 +123,7 @@ def follow(
         if status is not h.status:
             values["unsubscribed_at"] = now if status is UNSUBSCRIBED else None
         outcome.updates.append((h.id, values))
-        if slug in named:  # a change the address's own made is recorded as the address's
+        if slug in named:  # one that only followed the address is in the address's event
             left = status is UNSUBSCRIBED and h.status is not UNSUBSCRIBED
             outcome.events.append((EventKind.UNSUBSCRIBED if left else EventKind.UPDATED, slug))
     return outcome
