@@ -241,6 +241,9 @@ def test_cli_add_with_sections_unsubscribe_and_show(run: Cli) -> None:
     assert "Subscriptions: 2" in shown
     assert "brief active Europe" in shown
     assert "weekly active all sections" in shown
+    assert "Status history: 2" in shown  # joining the second newsletter is recorded too
+    joined = shown.split("Status history: 2")[1].splitlines()[2]
+    assert (joined.split()[0], joined.split()[-2:]) == ("subscribed", ["weekly", "cli"])
 
     both = run("subscribers", "unsubscribe", "ann@example.org", "--newsletter", "brief", "--all")
     assert both.exit_code == 2

@@ -270,6 +270,8 @@ def add(
     if joined:
         existing.updated_at = at
         changed = True
+        kind = EventKind.SUBSCRIBED if current is None else EventKind.UPDATED
+        record(session, existing, kind, at=at, source=source, newsletter=newsletter)
     if name and clean_name(name) != existing.name:
         existing.name = clean_name(name)
         existing.updated_at = at
