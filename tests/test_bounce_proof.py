@@ -115,6 +115,7 @@ def test_a_genuine_verp_bounce_suppresses_with_its_evidence(
         "diagnostic": "smtp; 550 5.1.1 <alice@example.com>: Recipient address rejected: "
         "User unknown in virtual mailbox table",
         "matched": "our signed VERP address in Delivered-To",
+        "newsletter": "weekly",
     }
 
 

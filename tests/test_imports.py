@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,10 +15,12 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from newsletter.app import App
-from newsletter.db.models import Event, Subscriber, SubscriberStatus
+from newsletter.config import FeedSettings, NewsletterSettings
+from newsletter.db.models import Event, Subscriber, SubscriberStatus, Subscription
 from newsletter.subscribers.csv import import_csv
 from newsletter.subscribers.export import export_csv
 from newsletter.subscribers.rules import add_address, clean_name, normalise_email
+from newsletter.subscribers.subscriptions import STARTS_AS, pack_sections
 
 from .conftest import REPO, Cli
 
@@ -173,6 +178,24 @@ def test_consent_columns_are_read_for_new_addresses(app: App, tmp_path: Path) ->
     assert s.unsubscribed_at == datetime(2024, 6, 1, tzinfo=UTC)
 
 
+BRIEF_SECTIONS = ("Middle East", "Europe")
+
+
+@pytest.fixture
+def two(app: App) -> Iterator[App]:
+    """The same database with two newsletters: `weekly` (every section) and `brief`."""
+    settings = replace(
+        app.settings,
+        newsletters=(
+            app.settings.newsletter,
+            NewsletterSettings(slug="brief", sections=BRIEF_SECTIONS),
+        ),
+    )
+    application = App.create(settings, clock=app.clock)
+    yield application
+    application.close()
+
+
 # Local parts that spreadsheets would take for formulas, and ordinary ones.
 _LOCAL = st.from_regex(r"[-=+a-z0-9'][a-z0-9'+=-]{0,10}", fullmatch=True)
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=30)
@@ -191,23 +214,54 @@ _SUBSCRIBER = st.fixed_dictionaries(
         "consent_ip": st.sampled_from(["", "192.0.2.1", "2001:db8::1", "@evil"]),
         # A digest of the wording in practice; any printable text holds too.
         "consent_text": st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40),
+        # The sections chosen in each newsletter the reader gets (None: not subscribed).
+        "weekly": st.none() | st.lists(st.sampled_from(FeedSettings().sections), unique=True),
+        "brief": st.none() | st.lists(st.sampled_from(BRIEF_SECTIONS), unique=True),
     }
 )
+
+
+def _subscriptions(row: dict[str, object]) -> dict[str, list[str]]:
+    """The live subscriptions a generated reader has: those chosen, or the default one when
+    none is (an address with no newsletter left is unsubscribed as a whole)."""
+    if row["status"] is UNSUBSCRIBED:
+        return {"weekly": []}
+    chosen = {
+        slug: list(cast(list[str], row[slug]))
+        for slug in ("weekly", "brief")
+        if row[slug] is not None
+    }
+    return chosen or {"weekly": []}
 
 
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(rows=st.lists(_SUBSCRIBER, max_size=6, unique_by=lambda r: r["local"].lower()))
-def test_export_then_import_is_exact(app: App, rows: list[dict[str, object]]) -> None:
+def test_export_then_import_is_exact(two: App, rows: list[dict[str, object]]) -> None:
+    app = two
     now = app.clock.now()
     with app.transaction() as session:
         session.execute(delete(Event))
+        session.execute(delete(Subscription))
         session.execute(delete(Subscriber))
         for row in rows:
-            fields = {k: v for k, v in row.items() if k != "local"}
+            fields = {k: v for k, v in row.items() if k not in ("local", "weekly", "brief")}
             email = normalise_email(f"{row['local']}@example.org")
-            session.add(Subscriber(email=email, created_at=now, updated_at=now, **fields))
+            subscriber = Subscriber(email=email, created_at=now, updated_at=now, **fields)
+            session.add(subscriber)
+            session.flush()
+            for slug, sections in _subscriptions(row).items():
+                session.add(
+                    Subscription(
+                        subscriber_id=subscriber.id,
+                        newsletter=slug,
+                        status=STARTS_AS[subscriber.status],
+                        sections=pack_sections(sections),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
     first = io.StringIO()
     export_csv(app, first)
 
@@ -218,6 +272,7 @@ def test_export_then_import_is_exact(app: App, rows: list[dict[str, object]]) ->
 
     with app.transaction() as session:
         session.execute(delete(Event))
+        session.execute(delete(Subscription))
         session.execute(delete(Subscriber))
     fresh = import_csv(app, path)
     assert (fresh.added, fresh.invalid) == (len(rows), 0)

@@ -60,12 +60,18 @@ def test_show_lists_consent_history_deliveries_and_clicks(history: App, cli: Cli
     assert data["record"]["status"] == "active"
     assert data["record"]["consent_source"] == "cli"
     assert [e["kind"] for e in data["events"]] == ["subscribed"]
-    assert [(d["issue"], d["status"]) for d in data["deliveries"]] == [("2024-W47", "sent")]
+    assert [(d["newsletter"], d["issue"], d["status"]) for d in data["deliveries"]] == [
+        ("weekly", "2024-W47", "sent")
+    ]
+    assert [(s["newsletter"], s["status"], s["sections"]) for s in data["subscriptions"]] == [
+        ("weekly", "active", "all sections")
+    ]
     assert len(data["clicks"]) == 2
     assert all(c["article"].startswith("https://www.example.org/") for c in data["clicks"])
     shown = cli("subscribers", "show", "ann@example.org")
     assert "Clicks: 2" in shown.output
     assert "Deliveries: 1" in shown.output
+    assert "Subscriptions: 1" in shown.output
     assert cli("subscribers", "show", "nobody@example.org").exit_code == 1
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,34 @@ def test_idn_domains_go_out_in_ascii_through_a_relay_without_smtputf8(cli: Cli) 
     # A non-ASCII local part has no ASCII form: refused as before, and reported.
     assert result.exit_code == 1
     assert "needs SMTPUTF8" in result.output
+
+
+def test_issue_and_send_commands_act_on_the_chosen_newsletter(
+    ready: Cli, server: SmtpServer, tmp_path: Path
+) -> None:
+    (tmp_path / "newsletter.toml").write_text(
+        '[newsletters.brief]\nname = "The Europe Brief"\nsections = ["Europe"]\n',
+        encoding="utf-8",
+    )
+    ready.env["NEWSLETTER_CONFIG"] = "newsletter.toml"
+    built = ready("issue", "build", "--week", WEEK, "--newsletter", "brief")
+    assert built.exit_code == 0, built.output
+    shown = ready("issue", "show", "--week", WEEK, "--newsletter", "brief").output
+    rows = [line for line in shown.splitlines() if re.match(r"\d+\. ", line)]
+    assert len(rows) == 3, shown
+    assert all(" Europe " in row for row in rows), shown
+    assert "there is no issue for 2024-W47" in ready("issue", "show", "--week", WEEK).output
+    preview = ready("issue", "preview", "--week", WEEK, "--text", "--newsletter", "brief")
+    assert "The Europe Brief" in preview.output
+
+    assert ready("subscribers", "add", "ann@example.org", "--newsletter", "brief").exit_code == 0
+    sent = ready("send", "--week", WEEK, "--yes", "--rate", "0", "--newsletter", "brief")
+    assert sent.exit_code == 0, sent.output
+    (copy,) = server.received
+    assert copy.recipient == "ann@example.org"
+    assert copy.message()["List-Id"].endswith("<brief.example.org>")
+    stats = json.loads(ready("stats", "--newsletter", "brief", "--json").output)
+    assert [(i["subject"], i["recipients"], i["sent"]) for i in stats["issues"]] == [
+        ("The Europe Brief: Week of 18 November 2024", 1, 1)
+    ]
+    assert "Sent 3 message(s)" in ready("send", "--week", WEEK, "--yes", "--rate", "0").output

@@ -165,7 +165,10 @@ def test_export_defuses_formula_cells(app: App, tmp_path: Path) -> None:
         "consent_source",
         "consent_ip",
         "consent_text",
+        "newsletters",
+        "sections",
     ]
+    assert (rows[0]["newsletters"], rows[0]["sections"]) == ("weekly", "")
 
 
 def test_cli_import_report_and_errors(cli: Cli, tmp_path: Path) -> None:

@@ -3,15 +3,18 @@
 Anyone can mail the bounce address, so a report is acted on only for the subscriber named by
 what we signed and put on the message ourselves: the VERP envelope sender it was returned to,
 or our token in what it returned of the original (its VERP Return-Path or the List-Unsubscribe
-token). Only without VERP (no `[delivery] bounce_domain`) is there nothing to check, and the
-addresses a report or flufl.bounce names are used (which forgery, forwarding and heuristics
-can get wrong). A delay is never a failure: the server is still trying.
+token). Each newsletter signs with its own List-Id, so a token is tried with every newsletter's
+keys, and the one that verifies it tells which newsletter the message came from. Only without
+VERP (no `[delivery] bounce_domain`) is there nothing to check, and the addresses a report or
+flufl.bounce names are used (which forgery, forwarding and heuristics can get wrong). A delay
+is never a failure: the server is still trying.
 
 Every action is stamped with a key derived from the report's Message-ID and the subscriber,
 so reading the same mailbox again changes nothing more, and carries the report's evidence
 (its Message-ID and date, the status, how it was matched) so a wrong one can be judged and
-lifted. Each message gets its own transaction: one not acted on is named in the report, with
-the reason, and the rest go on.
+lifted. A bounce or a complaint is about the address, so it suppresses every newsletter; a
+mailto unsubscribe leaves only the newsletter whose token it carries. Each message gets its
+own transaction: one not acted on is named in the report, with the reason, and the rest go on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from email.parser import BytesHeaderParser
 
@@ -65,10 +69,19 @@ class _Target:
     issue_id: int | None
     failure: dsn.Failure
     matched: str
+    newsletter: str | None = None  # whose token identified it; None: the address was named
+
+
+# Each newsletter's slug with the tokens it signs.
+Signers = Sequence[tuple[str, Tokens]]
 
 
 def process_bounces(app: Runtime, source: str) -> BounceReport:
-    tokens = Tokens(app.settings.secrets.secret_keys, app.settings.list_id)
+    settings = app.settings
+    tokens = [
+        (slug, Tokens(settings.secrets.secret_keys, settings.for_newsletter(slug).list_id))
+        for slug in settings.slugs
+    ]
     report = BounceReport()
     messages = read_messages(
         source,
@@ -98,7 +111,7 @@ def process_bounces(app: Runtime, source: str) -> BounceReport:
 
 
 def _process(
-    app: Runtime, tokens: Tokens, raw: RawMessage, reading: Reading, report: BounceReport
+    app: Runtime, tokens: Signers, raw: RawMessage, reading: Reading, report: BounceReport
 ) -> None:
     verp = bool(app.settings.delivery.bounce_domain)
     try:
@@ -129,15 +142,16 @@ def _delay(reading: Reading) -> str:
     return f"a delay report{about}{status}: the server is still trying; a delay is not a failure"
 
 
-def _identify(session: Session, tokens: Tokens, reading: Reading, *, verp: bool) -> _Target | str:
+def _identify(session: Session, tokens: Signers, reading: Reading, *, verp: bool) -> _Target | str:
     """The subscriber the report proves it is about, or why it is not acted on."""
     invalid: list[Clue] = []
     for clue in reading.clues:
-        ids = _verify(tokens, clue)
-        if ids is None:
+        verified = _verify(tokens, clue)
+        if verified is None:
             if not clue.verp or _local_part(clue.value).startswith(VERP_PREFIX):
                 invalid.append(clue)
             continue
+        slug, ids = verified
         subscriber = session.get(Subscriber, ids[0])
         if subscriber is None:
             continue
@@ -145,7 +159,7 @@ def _identify(session: Session, tokens: Tokens, reading: Reading, *, verp: bool)
         issue_id = ids[1] if known else _last_issue(session, subscriber)
         what = "VERP address" if clue.verp else "unsubscribe token"
         matched = f"our signed {what} in {clue.where}"
-        return _Target(subscriber, issue_id, _failure_for(reading, subscriber), matched)
+        return _Target(subscriber, issue_id, _failure_for(reading, subscriber), matched, slug)
     if not verp:
         for failure in reading.failures:
             candidates = [failure.address] if failure.address else list(reading.addresses)
@@ -158,14 +172,20 @@ def _identify(session: Session, tokens: Tokens, reading: Reading, *, verp: bool)
     return _unproven(reading, invalid, verp=verp)
 
 
-def _verify(tokens: Tokens, clue: Clue) -> tuple[int, int | None] | None:
-    """(subscriber id, issue id if known) if the clue's signature is ours, else None."""
-    if clue.verp:
-        return tokens.read_verp(clue.value)
-    try:
-        return tokens.read_unsubscribe(clue.value), None
-    except InvalidToken:
-        return None
+def _verify(tokens: Signers, clue: Clue) -> tuple[str, tuple[int, int | None]] | None:
+    """The newsletter whose signature the clue carries, with (subscriber id, issue id if
+    known); None if it is no newsletter's."""
+    for slug, signer in tokens:
+        if clue.verp:
+            ids = signer.read_verp(clue.value)
+            if ids is not None:
+                return slug, ids
+            continue
+        try:
+            return slug, (signer.read_unsubscribe(clue.value), None)
+        except InvalidToken:
+            continue
+    return None
 
 
 def _local_part(address: str) -> str:
@@ -276,7 +296,9 @@ def _apply(app: Runtime, session: Session, reading: Reading, target: _Target) ->
                 evidence=evidence,
             )
         case Kind.UNSUBSCRIBE:
-            suppressed = subscribers.unsubscribe(
+            # Only the newsletter that sent the message: the token says which. The address
+            # is suppressed only when that was the last newsletter it had.
+            left = subscribers.unsubscribe(
                 session,
                 subscriber,
                 at=now,
@@ -284,7 +306,9 @@ def _apply(app: Runtime, session: Session, reading: Reading, target: _Target) ->
                 detail=detail,
                 dedupe_key=key,
                 evidence=evidence,
+                newsletter=target.newsletter,
             )
+            suppressed = left and subscriber.status.suppressed
     return failure.kind.value, suppressed
 
 
@@ -296,6 +320,8 @@ def _evidence(reading: Reading, target: _Target) -> dict[str, str]:
         "status": target.failure.status,
         "diagnostic": target.failure.diagnostic[:MAX_DETAIL],
         "matched": target.matched[:MAX_EVIDENCE],
+        # The newsletter whose token matched; empty when the report named the address.
+        "newsletter": target.newsletter or "",
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.context import CliContext, newsletter_option, pass_context
 from newsletter.cli.issue import week_option
 from newsletter.cli.root import main
 from newsletter.cli.tables import print_table, when
@@ -56,6 +56,7 @@ def _summary(report: FeedReport) -> str:
 
 
 @articles.command(name="list")
+@newsletter_option
 @week_option
 @pass_context
 def list_command(ctx: CliContext, week: Week | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.context import CliContext, newsletter_option, pass_context
 from newsletter.cli.root import main
 from newsletter.preflight import Level, run_checks
 
@@ -12,6 +12,7 @@ _STYLE = {Level.OK: "green", Level.WARNING: "yellow", Level.ERROR: "red"}
 
 
 @main.command()
+@newsletter_option
 @pass_context
 def check(ctx: CliContext) -> None:
     """Check configuration, secrets, DKIM, transport, database and templates before a send.

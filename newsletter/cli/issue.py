@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.context import CliContext, newsletter_option, pass_context
 from newsletter.cli.root import main
 from newsletter.cli.tables import print_table, when
 from newsletter.db.models import OverrideKind
@@ -84,6 +84,7 @@ def _echo_build(report: BuildReport) -> None:
 
 
 @issue.command()
+@newsletter_option
 @week_option
 @pass_context
 def build(ctx: CliContext, week: Week | None) -> None:
@@ -93,6 +94,7 @@ def build(ctx: CliContext, week: Week | None) -> None:
 
 
 @issue.command()
+@newsletter_option
 @week_option
 @pass_context
 def show(ctx: CliContext, week: Week | None) -> None:
@@ -153,6 +155,7 @@ def _print_override(report: OverrideReport) -> None:
 
 def _override_command(kind: OverrideKind, summary: str) -> None:
     @issue.command(name=kind.value, help=summary)
+    @newsletter_option
     @click.argument("article")
     @week_option
     @pass_context
@@ -167,6 +170,7 @@ _override_command(
 
 
 @issue.command()
+@newsletter_option
 @click.argument("article")
 @click.option("--also", is_flag=True, help="Keep the current top stories and add this one.")
 @week_option
@@ -177,6 +181,7 @@ def feature(ctx: CliContext, article: str, also: bool, week: Week | None) -> Non
 
 
 @issue.command(name="unfeature")
+@newsletter_option
 @click.argument("article")
 @week_option
 @pass_context
@@ -186,6 +191,7 @@ def unfeature_command(ctx: CliContext, article: str, week: Week | None) -> None:
 
 
 @issue.command()
+@newsletter_option
 @click.argument("article")
 @click.argument("position", type=click.IntRange(min=1))
 @week_option
@@ -196,6 +202,7 @@ def move(ctx: CliContext, article: str, position: int, week: Week | None) -> Non
 
 
 @issue.command()
+@newsletter_option
 @click.argument("article")
 @click.argument("section")
 @week_option
@@ -207,6 +214,7 @@ def section(ctx: CliContext, article: str, section: str, week: Week | None) -> N
 
 
 @issue.command(name="reset")
+@newsletter_option
 @week_option
 @pass_context
 def reset_command(ctx: CliContext, week: Week | None) -> None:
@@ -217,6 +225,7 @@ def reset_command(ctx: CliContext, week: Week | None) -> None:
 
 
 @issue.command(name="approve")
+@newsletter_option
 @week_option
 @pass_context
 def approve_command(ctx: CliContext, week: Week | None) -> None:

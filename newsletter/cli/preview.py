@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.context import CliContext, newsletter_option, pass_context
 from newsletter.cli.issue import echo_changes, issue, week_option
 from newsletter.issue.periods import Week
 from newsletter.issue.preview import preview_issue
@@ -15,6 +15,7 @@ from newsletter.untrusted import for_terminal
 
 
 @issue.command()
+@newsletter_option
 @week_option
 @click.option(
     "-o",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.context import CliContext, newsletter_option, pass_context
 from newsletter.cli.root import main
 from newsletter.delivery.report import issue_report
 from newsletter.issue.periods import Week
@@ -17,6 +17,7 @@ from newsletter.tracking.retention import purge
 
 
 @main.command()
+@newsletter_option
 @click.option("--week", help="The ISO week's issue, e.g. 2024-W47 (default: the latest sent).")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE."

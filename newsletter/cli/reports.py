@@ -8,7 +8,7 @@ from datetime import datetime
 
 import click
 
-from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.context import CliContext, newsletter_option, pass_context
 from newsletter.cli.root import main
 from newsletter.delivery.stats import IssueStats, StatsReport, stats_report
 from newsletter.issue.periods import Week
@@ -17,6 +17,7 @@ from newsletter.untrusted import for_terminal
 
 
 @main.command()
+@newsletter_option
 @click.option("--week", help="Only this ISO week's issue, e.g. 2024-W47 (default: every issue).")
 @click.option(
     "--weeks",

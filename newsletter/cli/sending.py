@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.context import CliContext, newsletter_option, pass_context
 from newsletter.cli.issue import echo_changes, week_option
 from newsletter.cli.root import main
 from newsletter.db.models import IssueStatus
@@ -31,6 +31,7 @@ from newsletter.untrusted import for_terminal
 
 
 @main.command()
+@newsletter_option
 @week_option
 @click.option(
     "--test",

@@ -10,14 +10,16 @@ from pathlib import Path
 import click
 
 from newsletter.bounces.reports import neutralise
-from newsletter.cli.context import CliContext, pass_context
+from newsletter.cli.context import CliContext, newsletter_option, pass_context
 from newsletter.cli.root import main
 from newsletter.db.models import SubscriberStatus
-from newsletter.errors import InputError
+from newsletter.errors import InputError, UsageError
 from newsletter.subscribers import privacy
+from newsletter.subscribers.choices import Catalogue, split
 from newsletter.subscribers.csv import ImportReport, import_csv
 from newsletter.subscribers.export import export_csv
-from newsletter.subscribers.rules import Suppression, add_address, listing, unsubscribe_address
+from newsletter.subscribers.roster import listing
+from newsletter.subscribers.rules import Suppression, add_address, unsubscribe_address
 from newsletter.untrusted import for_terminal
 
 
@@ -27,12 +29,18 @@ def subscribers() -> None:
 
 
 @subscribers.command("import")
+@newsletter_option
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check the file and report; change nothing.")
 @pass_context
 def import_(ctx: CliContext, file: Path, dry_run: bool) -> None:
-    """Import subscribers from a CSV file (email, name, status, subscribed_at)."""
-    report = import_csv(ctx.app(), file, dry_run=dry_run)
+    """Import subscribers from a CSV file (email, name, status, subscribed_at, newsletters,
+    sections).
+
+    Rows that name no newsletter go to --newsletter; without it, new readers get the default
+    newsletter and those already held keep what they have.
+    """
+    report = import_csv(ctx.app(), file, dry_run=dry_run, newsletter=ctx.newsletter)
     _print_import(report)
     if not report.valid:
         # A file of rejected rows is most likely the wrong file: a script must notice.
@@ -59,6 +67,7 @@ def _print_import(report: ImportReport) -> None:
 
 
 @subscribers.command()
+@newsletter_option
 @click.option(
     "-o",
     "--output",
@@ -69,29 +78,38 @@ def _print_import(report: ImportReport) -> None:
 def export(ctx: CliContext, output: Path | None) -> None:
     """Write all subscribers as CSV (to standard output without -o, or with -o -).
 
+    With --newsletter, only the readers who get or await that newsletter.
+
     A file gets the values exactly as stored; on standard output, which usually ends at a
     terminal, control and bidi characters are written as escapes (\\x1b, \\u202e).
     """
     if output is None or str(output) == "-":
-        export_csv(ctx.app(), sys.stdout, terminal=True)
+        export_csv(ctx.app(), sys.stdout, terminal=True, newsletter=ctx.newsletter)
         return
     with open(output, "w", encoding="utf-8", newline="") as handle:
-        count = export_csv(ctx.app(), handle)
+        count = export_csv(ctx.app(), handle, newsletter=ctx.newsletter)
     click.echo(f"Wrote {count} subscribers to {output}.", err=True)
 
 
 @subscribers.command()
+@newsletter_option
 @click.argument("email")
 @click.option("--name", default="", help="Display name.")
+@click.option(
+    "--sections",
+    metavar='"A;B"',
+    help="Only these of the newsletter's sections, separated by ; (default: all of them).",
+)
 @click.option("--force", is_flag=True, help="Lift a bounce or complaint judged wrong.")
 @pass_context
-def add(ctx: CliContext, email: str, name: str, force: bool) -> None:
-    """Add one subscriber, active (an unsubscribed or bounced one stays so).
+def add(ctx: CliContext, email: str, name: str, sections: str | None, force: bool) -> None:
+    """Add one subscriber to the newsletter, active (an unsubscribed or bounced one stays so).
 
     A bounce or complaint report may be wrong: --force lifts the suppression it made. A
     reader's own unsubscribe is never lifted; only the reader can subscribe again.
     """
-    change = add_address(ctx.app(), email, name, force=force)
+    chosen = _sections(ctx, sections)
+    change = add_address(ctx.app(), email, name, force=force, sections=chosen)
     subscriber, held = change.subscriber, change.suppression
     shown = for_terminal(subscriber.email)
     if change.lifted and held is not None:
@@ -104,6 +122,12 @@ def add(ctx: CliContext, email: str, name: str, force: bool) -> None:
         )
     elif subscriber.status.suppressed:
         click.echo(f"{shown} is {subscriber.status.value}; left unchanged.")
+    elif change.left:
+        slug = ctx.settings.newsletter.slug
+        click.echo(f"{shown} unsubscribed from {slug}; left unchanged.")
+        click.echo(
+            "Only the reader can subscribe again, e.g. from their preferences page.", err=True
+        )
     elif change.changed:
         click.echo(f"{shown} is {subscriber.status.value}.")
     else:
@@ -111,16 +135,21 @@ def add(ctx: CliContext, email: str, name: str, force: bool) -> None:
 
 
 @subscribers.command()
+@newsletter_option
 @click.argument("email")
+@click.option("--all", "everything", is_flag=True, help="From every newsletter.")
 @click.option("--force", is_flag=True, help="Record a bounced address as unsubscribed instead.")
 @pass_context
-def unsubscribe(ctx: CliContext, email: str, force: bool) -> None:
-    """Unsubscribe one address.
+def unsubscribe(ctx: CliContext, email: str, everything: bool, force: bool) -> None:
+    """Unsubscribe one address from the newsletter (--all: from every newsletter).
 
     A bounced address stays bounced unless --force lifts the bounce (judged wrong) and records
     it as unsubscribed, which, unlike a bounce, the reader can undo.
     """
-    change = unsubscribe_address(ctx.app(), email, force=force)
+    if everything and ctx.newsletter is not None:
+        raise UsageError("--newsletter and --all cannot be used together: choose one")
+    change = unsubscribe_address(ctx.app(), email, force=force, everything=everything)
+    left = "every newsletter" if everything else ctx.settings.newsletter.slug
     subscriber, held = change.subscriber, change.suppression
     shown = for_terminal(subscriber.email)
     if change.lifted and held is not None:
@@ -133,9 +162,20 @@ def unsubscribe(ctx: CliContext, email: str, force: bool) -> None:
             err=True,
         )
     elif change.changed:
-        click.echo(f"Unsubscribed {for_terminal(email.strip())}.")
+        click.echo(f"Unsubscribed {for_terminal(email.strip())} from {left}.")
     else:
-        click.echo(f"{shown} was not subscribed; nothing changed.")
+        click.echo(f"{shown} was not subscribed to {left}; nothing changed.")
+
+
+def _sections(ctx: CliContext, option: str | None) -> tuple[str, ...] | None:
+    """`--sections` checked against the sections the newsletter carries."""
+    if option is None:
+        return None
+    slug = ctx.settings.newsletter.slug
+    choice, problems = Catalogue.of(ctx.settings).choose([slug], split(option))
+    if problems:
+        raise UsageError(f"--sections: {'; '.join(problems)}")
+    return choice[slug]
 
 
 def _describe(held: Suppression) -> str:
@@ -144,6 +184,7 @@ def _describe(held: Suppression) -> str:
 
 
 @subscribers.command("list")
+@newsletter_option
 @click.option(
     "--status",
     type=click.Choice([s.value for s in SubscriberStatus]),
@@ -151,14 +192,18 @@ def _describe(held: Suppression) -> str:
 )
 @pass_context
 def list_(ctx: CliContext, status: str | None) -> None:
-    """Show subscribers as a table."""
-    rows = listing(ctx.app(), SubscriberStatus(status) if status else None)
-    click.echo(f"{'EMAIL':40} {'NAME':28} {'STATUS':12} SUBSCRIBED")
+    """Show subscribers as a table, each with the newsletters they get or await.
+
+    With --newsletter, only that newsletter's readers.
+    """
+    rows = listing(ctx.app(), SubscriberStatus(status) if status else None, ctx.newsletter)
+    click.echo(f"{'EMAIL':40} {'NAME':28} {'STATUS':12} {'SUBSCRIBED':10}  NEWSLETTERS")
     count = 0
     for row in rows:
         email, name = for_terminal(row.email), for_terminal(row.name)
         click.echo(
             f"{email[:40]:40} {name[:28]:28} {row.status.value:12} {row.subscribed_at:%Y-%m-%d}"
+            f"  {'; '.join(row.newsletters) or '-'}"
         )
         count += 1
     click.echo(f"{count} subscriber(s)", err=True)
@@ -181,6 +226,7 @@ def show(ctx: CliContext, email: str, as_json: bool) -> None:
     for key, value in data["record"].items():
         click.echo(f"  {key:16} {neutralise(str(_iso(value) if value is not None else '-'))}")
     for title, rows in (
+        ("Subscriptions", data["subscriptions"]),
         ("Status history", data["events"]),
         ("Deliveries", data["deliveries"]),
         ("Clicks", data["clicks"]),

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from newsletter.db.models import SubscriberStatus
 from newsletter.errors import InputError
+from newsletter.subscribers.choices import split
 from newsletter.subscribers.rules import clean_name, normalise_email
 
 ACTIVE, UNSUBSCRIBED = SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED
@@ -50,6 +51,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     # ours; Mailchimp (the confirmation's address is the better evidence)
     "consent_ip": ("consent_ip", "confirm_ip", "optin_ip"),
     "consent_text": ("consent_text",),
+    # ours: the newsletters and sections a reader is down for, `;` between values
+    "newsletters": ("newsletters",),
+    "sections": ("sections",),
 }
 
 # Mailchimp writes its times in UTC without saying so.
@@ -149,6 +153,11 @@ class Row:
     unsubscribed_at: datetime | None = None
     consent: dict[str, str] = field(default_factory=dict)  # the consent columns it has
     given: frozenset[str] = frozenset()  # the fields the file has a column for
+    newsletters: tuple[str, ...] = ()  # as the file names them; empty: none named
+    sections: tuple[str, ...] = ()
+    # Each newsletter the row puts the reader down for, with the sections chosen in it, once
+    # checked against the configuration; None: the row names none.
+    chosen: dict[str, tuple[str, ...]] | None = None
 
 
 def parse_row(line: int, values: list[str], columns: Columns, zone: ZoneInfo) -> Row:
@@ -176,6 +185,8 @@ def parse_row(line: int, values: list[str], columns: Columns, zone: ZoneInfo) ->
         _parse_time(cell("unsubscribed_at") or cell("cleaned_at"), "unsubscribed_at", zone),
         _consent(cell),
         columns.given,
+        split((cell("newsletters") or "").lower()),  # slugs are lower-case
+        split(restore(cell("sections") or "")),
     )
 
 

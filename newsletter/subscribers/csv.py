@@ -2,7 +2,8 @@
 
 Import streams the file in batches, so a million rows need little memory, and applies it as
 one transaction: a file that cannot be read to the end changes nothing. Rows that are wrong
-are reported with their line numbers and skipped; the rest go in. An address that the
+(unknown newsletters and sections included) are reported with their line numbers, one line per
+problem, and skipped; the rest go in. An address that the
 database holds as unsubscribed or bounced stays so, whatever the file says, and the consent
 record of an address already held is never rewritten by a file.
 """
@@ -11,23 +12,25 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from io import TextIOWrapper
 from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, case, insert, literal, select, update
+from sqlalchemy import Table, insert, literal, select
 from sqlalchemy.orm import Session
 
-from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus, Subscription
+from newsletter.db.models import Event, EventKind, Subscriber, SubscriberStatus
 from newsletter.errors import InputError
+from newsletter.subscribers import imported
+from newsletter.subscribers.choices import Catalogue
 from newsletter.subscribers.columns import Columns, Row, parse_row, resolve
 from newsletter.subscribers.encoding import Encoding, detect
 from newsletter.subscribers.forgotten import forgotten_among
 from newsletter.subscribers.rules import Roster
-from newsletter.subscribers.subscriptions import STARTS_AS
+from newsletter.subscribers.subscriptions import pack_sections
 
 BATCH = 2000
 MAX_REASONS = 1000  # invalid rows listed one by one; beyond this only counted
@@ -52,14 +55,36 @@ class ImportReport:
         """Rows that named a subscriber, whatever became of them."""
         return self.added + self.updated + self.unchanged + self.suppressed + self.merged
 
-    def reject(self, line: int, reason: str) -> None:
+    def reject(self, line: int, *reasons: str) -> None:
+        """One invalid row, with a line for each thing wrong in it."""
         self.invalid += 1
-        if len(self.reasons) < MAX_REASONS:
-            self.reasons.append((line, reason))
+        for reason in reasons:
+            if len(self.reasons) < MAX_REASONS:
+                self.reasons.append((line, reason))
 
 
-def import_csv(app: Roster, path: Path, *, dry_run: bool = False) -> ImportReport:
+@dataclass(frozen=True)
+class _Target:
+    """Where rows go: the newsletters configured, and the one for rows that name none."""
+
+    catalogue: Catalogue
+    fallback: str
+    explicit: bool  # the import was told `--newsletter`: rows naming none go there, all of them
+    keys: Sequence[str]  # the secret keys, to recognise erased addresses
+
+
+def import_csv(
+    app: Roster, path: Path, *, dry_run: bool = False, newsletter: str | None = None
+) -> ImportReport:
+    """Import the file; rows that name no newsletter go to `newsletter` (default: the
+    default newsletter, and then only new readers: those held keep what they have)."""
     report = ImportReport(dry_run=dry_run)
+    target = _Target(
+        Catalogue.of(app.settings),
+        newsletter or app.settings.default_newsletter.slug,
+        explicit=newsletter is not None,
+        keys=app.settings.secrets.secret_keys,
+    )
     zone = app.settings.newsletter.zone
     now = app.clock.now()
     try:
@@ -78,16 +103,9 @@ def import_csv(app: Roster, path: Path, *, dry_run: bool = False) -> ImportRepor
         session.begin()
         try:
             lines = _decoded_lines(text, path, encoding)
-            rows = _rows(lines, path, zone, report, check=not encoding.clean)
+            rows = _rows(lines, path, zone, report, target, check=not encoding.clean)
             for batch in _batches(_merge_duplicates(rows, report)):
-                _apply(
-                    session,
-                    batch,
-                    now,
-                    report,
-                    app.settings.secrets.secret_keys,
-                    newsletter=app.settings.newsletter.slug,
-                )
+                _apply(session, batch, now, report, target)
         except BaseException:
             session.rollback()
             raise
@@ -111,7 +129,13 @@ def _decoded_lines(text: TextIOWrapper, path: Path, encoding: Encoding) -> Itera
 
 
 def _rows(
-    lines: Iterator[str], path: Path, zone: ZoneInfo, report: ImportReport, *, check: bool
+    lines: Iterator[str],
+    path: Path,
+    zone: ZoneInfo,
+    report: ImportReport,
+    target: _Target,
+    *,
+    check: bool,
 ) -> Iterator[Row]:
     header_line = next(lines, None)
     if header_line is None or not header_line.strip():
@@ -144,9 +168,20 @@ def _rows(
         try:
             if check and any(_has_surrogates(v) for v in values):
                 raise InputError(f"not valid {report.encoding} (save the file as UTF-8)")
-            yield parse_row(line, values, columns, zone)
+            row = parse_row(line, values, columns, zone)
         except InputError as exc:
             report.reject(line, exc.message)
+            continue
+        if not (row.newsletters or row.sections or target.explicit):
+            yield row
+            continue
+        chosen, problems = target.catalogue.choose(
+            row.newsletters or (target.fallback,), row.sections
+        )
+        if problems:
+            report.reject(line, *problems)
+        else:
+            yield replace(row, chosen=chosen)
 
 
 def _read_header(line: str, path: Path) -> tuple[str, Columns]:
@@ -208,9 +243,7 @@ def _apply(
     batch: list[Row],
     now: datetime,
     report: ImportReport,
-    keys: Sequence[str],
-    *,
-    newsletter: str,
+    target: _Target,
 ) -> None:
     existing = {
         s.email: s
@@ -218,9 +251,24 @@ def _apply(
             select(Subscriber).where(Subscriber.email.in_([r.email for r in batch]))
         )
     }
-    erased = forgotten_among(session, keys, (r.email for r in batch if r.email not in existing))
+    erased = forgotten_among(
+        session, target.keys, (r.email for r in batch if r.email not in existing)
+    )
+    # Subscriptions are read only for the rows that may change them.
+    held = imported.held_by(
+        session,
+        (
+            current.id
+            for row in batch
+            if (current := existing.get(row.email)) is not None
+            and not current.status.suppressed
+            and (row.chosen is not None or row.status is not current.status)
+        ),
+    )
     new_rows: list[dict[str, Any]] = []
+    chosen: dict[tuple[str, str], list[str]] = {}
     events: list[dict[str, Any]] = []
+    outcomes: list[imported.Outcome] = []
     for row in batch:
         current = existing.get(row.email)
         if current is None and row.email in erased:
@@ -231,6 +279,8 @@ def _apply(
             continue
         if current is None:
             new_rows.append(_new_subscriber(row, now))
+            for slug, sections in (row.chosen or {target.fallback: ()}).items():
+                chosen.setdefault((slug, pack_sections(sections)), []).append(row.email)
             report.added += 1
             continue
         if current.status.suppressed:
@@ -239,32 +289,31 @@ def _apply(
             else:
                 report.suppressed += 1
             continue
-        changes = _changes(current, row, now)
-        if not changes:
-            report.unchanged += 1
-            continue
-        session.execute(update(Subscriber).where(Subscriber.id == current.id).values(**changes))
-        if "status" in changes:
-            kind = {
-                SubscriberStatus.ACTIVE: EventKind.CONFIRMED,
-                SubscriberStatus.UNSUBSCRIBED: EventKind.UNSUBSCRIBED,
-                SubscriberStatus.BOUNCED: EventKind.BOUNCED,
-            }[changes["status"]]
-            events.append(_event(current.id, kind, now))
+        outcome = imported.change(
+            session, current, row, held=held.get(current.id, {}), now=now, events=events
+        )
+        if outcome is not None:
+            outcomes.append(outcome)
+            report.updated += 1
+        elif row.chosen and imported.restarts_left(held.get(current.id, {}), row.chosen):
+            report.suppressed += 1
         else:
-            events.append(_event(current.id, EventKind.UPDATED, now))
-        report.updated += 1
+            report.unchanged += 1
     if events:
         session.execute(insert(Event), events)
+    imported.apply(session, outcomes)
     if new_rows:
-        _insert_new(session, new_rows, now, newsletter)
+        _insert_new(session, new_rows, now, chosen)
 
 
 def _insert_new(
-    session: Session, rows: list[dict[str, Any]], now: datetime, newsletter: str
+    session: Session,
+    rows: list[dict[str, Any]],
+    now: datetime,
+    chosen: dict[tuple[str, str], list[str]],
 ) -> None:
     """Insert new subscribers with their `subscribed` event (and the suppression event of
-    one imported as unsubscribed or bounced).
+    one imported as unsubscribed or bounced), and their subscriptions.
 
     The events are made by the database from the rows just inserted, found by address, rather
     than by asking for every new id back: returning ids row by row through the ORM cost more
@@ -278,7 +327,7 @@ def _insert_new(
         (EventKind.UNSUBSCRIBED, SubscriberStatus.UNSUBSCRIBED),
         (EventKind.BOUNCED, SubscriberStatus.BOUNCED),
     ):
-        chosen = select(
+        picked = select(
             Subscriber.id,
             literal(kind, Event.kind.type),
             literal(now, Event.at.type),
@@ -286,39 +335,11 @@ def _insert_new(
             literal(""),
         ).where(Subscriber.email.in_(emails))
         if status is not None:
-            chosen = chosen.where(Subscriber.status == status)
+            picked = picked.where(Subscriber.status == status)
         session.execute(
-            insert(Event).from_select(["subscriber_id", "kind", "at", "source", "detail"], chosen)
+            insert(Event).from_select(["subscriber_id", "kind", "at", "source", "detail"], picked)
         )
-    starts = case(
-        *((Subscriber.status == a, b.value) for a, b in STARTS_AS.items()),
-    )
-    session.execute(
-        insert(Subscription).from_select(
-            [
-                "subscriber_id",
-                "newsletter",
-                "status",
-                "sections",
-                "created_at",
-                "updated_at",
-                "unsubscribed_at",
-                "consent_source",
-                "consent_text",
-            ],
-            select(
-                Subscriber.id,
-                literal(newsletter),
-                starts,
-                literal(""),
-                Subscriber.subscribed_at,
-                literal(now, Subscription.updated_at.type),
-                Subscriber.unsubscribed_at,
-                Subscriber.consent_source,
-                Subscriber.consent_text,
-            ).where(Subscriber.email.in_(emails)),
-        )
-    )
+    imported.insert_for_new(session, chosen, now)
 
 
 def _new_subscriber(row: Row, now: datetime) -> dict[str, Any]:
@@ -343,34 +364,4 @@ def _new_subscriber(row: Row, now: datetime) -> dict[str, Any]:
         "consent_text": consent.get("consent_text", ""),
         "soft_bounces": 0,
         "last_confirmation_sent_at": None,
-    }
-
-
-def _changes(current: Subscriber, row: Row, now: datetime) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    if row.name and row.name != current.name:
-        changes["name"] = row.name
-    # A file's `pending` never takes back a confirmation.
-    if row.status is not current.status and row.status is not SubscriberStatus.PENDING:
-        changes["status"] = row.status
-        if row.status is SubscriberStatus.ACTIVE:
-            changes["confirmed_at"] = row.confirmed_at or now
-        else:
-            changes["unsubscribed_at"] = row.unsubscribed_at or now
-    if row.subscribed_at is not None and row.subscribed_at != current.subscribed_at:
-        changes["subscribed_at"] = row.subscribed_at
-    if changes:
-        changes["updated_at"] = now
-    return changes
-
-
-def _event(subscriber_id: int, kind: EventKind, at: datetime) -> dict[str, Any]:
-    return {
-        "subscriber_id": subscriber_id,
-        "kind": kind,
-        "at": at,
-        "source": "import",
-        "detail": "",
-        "issue_id": None,
-        "dedupe_key": None,
     }

@@ -1,8 +1,9 @@
 """The subscriber list out as CSV, in the columns the import reads back.
 
-Every stored field of a subscriber's standing and consent record is written, so that moving a
-list through a file keeps it whole; cells a spreadsheet would run as a formula are defused in
-a way the import undoes exactly.
+Every stored field of a subscriber's standing and consent record is written, with the
+newsletters the reader gets or awaits and the sections they chose, so that moving a list
+through a file keeps it whole; cells a spreadsheet would run as a formula are defused in a way
+the import undoes exactly.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import csv
 from datetime import datetime
 from typing import IO
 
+from newsletter.subscribers.choices import Catalogue
 from newsletter.subscribers.columns import defuse
-from newsletter.subscribers.rules import Roster, list_subscribers
+from newsletter.subscribers.roster import LIVE, with_subscriptions
+from newsletter.subscribers.rules import Roster
 from newsletter.untrusted import for_terminal
 
 EXPORT_COLUMNS = (
@@ -25,11 +28,16 @@ EXPORT_COLUMNS = (
     "consent_source",
     "consent_ip",
     "consent_text",
+    "newsletters",
+    "sections",
 )
 
 
-def export_csv(app: Roster, out: IO[str], *, terminal: bool = False) -> int:
-    """Write every subscriber, in the order they joined; returns how many.
+def export_csv(
+    app: Roster, out: IO[str], *, terminal: bool = False, newsletter: str | None = None
+) -> int:
+    """Write every subscriber (with `newsletter`: its readers), in the order they joined;
+    returns how many.
 
     The values are written as stored, so that a file imports again as it was; with
     `terminal`, for output that a terminal will show, control and bidi characters in them
@@ -38,9 +46,11 @@ def export_csv(app: Roster, out: IO[str], *, terminal: bool = False) -> int:
     shown = for_terminal if terminal else str
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
+    catalogue = Catalogue.of(app.settings)
     count = 0
     with app.sessions() as session:
-        for s in list_subscribers(session):
+        for s, held in with_subscriptions(session, newsletter=newsletter):
+            newsletters, sections = catalogue.cells(sub for sub in held if sub.status in LIVE)
             writer.writerow(
                 [
                     defuse(shown(s.email)),
@@ -52,6 +62,8 @@ def export_csv(app: Roster, out: IO[str], *, terminal: bool = False) -> int:
                     defuse(shown(s.consent_source)),
                     defuse(shown(s.consent_ip)),
                     defuse(shown(s.consent_text)),
+                    newsletters,
+                    defuse(shown(sections)),
                 ]
             )
             count += 1

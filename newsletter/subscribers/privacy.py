@@ -1,7 +1,8 @@
 """A person's data rights: everything held about an address, and erasing it.
 
-`held` gathers the subscriber row (the consent record), its events, its deliveries and, in
-`per-reader` mode, its clicks. `forget` deletes all of them in one transaction and leaves a
+`held` gathers the subscriber row (the consent record), its subscriptions (each newsletter's
+standing and chosen sections), its events, its deliveries and, in `per-reader` mode, its
+clicks. `forget` deletes all of them in one transaction and leaves a
 keyed hash (see `forgotten`). Click counts per article name nobody and stay.
 """
 
@@ -19,6 +20,7 @@ from newsletter.db.models import (
     Event,
     ForgottenAddress,
     Issue,
+    Subscription,
 )
 from newsletter.errors import ConfigError, NotFoundError
 from newsletter.runtime import Runtime
@@ -54,6 +56,7 @@ def held(app: Runtime, email: str) -> dict[str, Any]:
             "email": address,
             "erased": False,
             "record": {key: _plain(getattr(subscriber, key)) for key in _RECORD},
+            "subscriptions": _subscriptions(session, subscriber.id),
             "events": _events(session, subscriber.id),
             "deliveries": _deliveries(session, subscriber.id),
             "clicks": _clicks(session, subscriber.id),
@@ -73,7 +76,7 @@ def forget(app: Runtime, email: str) -> None:
             if forgotten_among(session, keys, [address]):
                 return
             raise NotFoundError(f"nothing is held about {address}")
-        for table in (ClickEvent, Delivery, Event):
+        for table in (ClickEvent, Delivery, Event, Subscription):
             session.execute(delete(table).where(table.subscriber_id == subscriber.id))
         session.delete(subscriber)
         session.flush()
@@ -85,9 +88,37 @@ def _plain(value: object) -> object:
     return getattr(value, "value", value)
 
 
+def _subscriptions(session: Session, subscriber_id: int) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(Subscription)
+        .where(Subscription.subscriber_id == subscriber_id)
+        .order_by(Subscription.id)
+    )
+    return [
+        {
+            "newsletter": s.newsletter,
+            "status": s.status.value,
+            "sections": ", ".join(s.section_list) or "all sections",
+            "since": s.created_at,
+            "unsubscribed_at": s.unsubscribed_at,
+            "consent_source": s.consent_source,
+            "consent_text": s.consent_text,
+        }
+        for s in rows
+    ]
+
+
 def _events(session: Session, subscriber_id: int) -> list[dict[str, Any]]:
     rows = session.execute(
-        select(Event.kind, Event.at, Event.source, Event.detail, Issue.week, Event.evidence)
+        select(
+            Event.kind,
+            Event.at,
+            Event.newsletter,
+            Event.source,
+            Event.detail,
+            Issue.week,
+            Event.evidence,
+        )
         .outerjoin(Issue, Issue.id == Event.issue_id)
         .where(Event.subscriber_id == subscriber_id)
         .order_by(Event.at, Event.id)
@@ -96,27 +127,40 @@ def _events(session: Session, subscriber_id: int) -> list[dict[str, Any]]:
         {
             "kind": kind.value,
             "at": at,
+            "newsletter": newsletter,
             "source": source,
             "detail": detail,
             "issue": week,
             "evidence": evidence,
         }
-        for kind, at, source, detail, week, evidence in rows
+        for kind, at, newsletter, source, detail, week, evidence in rows
     ]
 
 
 def _deliveries(session: Session, subscriber_id: int) -> list[dict[str, Any]]:
     rows = session.execute(
         select(
-            Issue.week, Delivery.status, Delivery.attempts, Delivery.sent_at, Delivery.last_reply
+            Issue.newsletter,
+            Issue.week,
+            Delivery.status,
+            Delivery.attempts,
+            Delivery.sent_at,
+            Delivery.last_reply,
         )
         .join(Issue, Issue.id == Delivery.issue_id)
         .where(Delivery.subscriber_id == subscriber_id)
-        .order_by(Issue.week)
+        .order_by(Issue.week, Issue.newsletter)
     )
     return [
-        {"issue": week, "status": status.value, "attempts": n, "sent_at": sent, "reply": reply}
-        for week, status, n, sent, reply in rows
+        {
+            "newsletter": newsletter,
+            "issue": week,
+            "status": status.value,
+            "attempts": n,
+            "sent_at": sent,
+            "reply": reply,
+        }
+        for newsletter, week, status, n, sent, reply in rows
     ]
 
 

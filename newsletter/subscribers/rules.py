@@ -223,6 +223,7 @@ class Change:
     changed: bool
     suppression: Suppression | None = None
     lifted: bool = False
+    left: bool = False  # the reader had left the newsletter, and so stays
 
 
 def add(
@@ -236,7 +237,8 @@ def add(
     sections: Sequence[str] | None = None,
 ) -> Change:
     """Add an active subscriber to `newsletter`; an existing suppressed one is left
-    suppressed."""
+    suppressed, and one who left `newsletter` is left out of it: only the reader can undo
+    their own unsubscribe."""
     existing = find(session, email)
     if existing is None:
         created = create(
@@ -253,6 +255,9 @@ def add(
     changed = False
     if existing.status.suppressed:  # left as it is, name included: nothing to say it changed
         return Change(existing, changed)
+    current = subscriptions.find(session, existing, newsletter)
+    if current is not None and current.status is SubscriptionStatus.UNSUBSCRIBED:
+        return Change(existing, changed, left=True)
     _subscription, joined = subscriptions.join(
         session,
         existing,
@@ -265,6 +270,8 @@ def add(
     if joined:
         existing.updated_at = at
         changed = True
+        kind = EventKind.SUBSCRIBED if current is None else EventKind.UPDATED
+        record(session, existing, kind, at=at, source=source, newsletter=newsletter)
     if name and clean_name(name) != existing.name:
         existing.name = clean_name(name)
         existing.updated_at = at
@@ -501,17 +508,3 @@ def unsubscribe_address(
             return Change(subscriber, False, held)
         lift(session, subscriber, held, to=SubscriberStatus.UNSUBSCRIBED, at=now, source=source)
         return Change(subscriber, True, held, lifted=True)
-
-
-@dataclass(frozen=True)
-class Listing:
-    email: str
-    name: str
-    status: SubscriberStatus
-    subscribed_at: datetime
-
-
-def listing(app: Roster, status: SubscriberStatus | None = None) -> Iterator[Listing]:
-    with app.sessions() as session:
-        for s in list_subscribers(session, status):
-            yield Listing(s.email, s.name, s.status, s.subscribed_at)
