@@ -134,6 +134,10 @@ class MessageFactory:
         for a recipient whose address needs it. Without it, every relay is assumed to."""
         self.settings = settings
         self.tokens = tokens
+        # The preferences page is one per reader, whichever newsletter the message is from.
+        self.preferences_tokens = Tokens(
+            settings.secrets.secret_keys, settings.for_newsletter(None).list_id
+        )
         self.issue = issue
         self.dkim_key = dkim_key
         self.utf8_relay = utf8_relay
@@ -166,6 +170,10 @@ class MessageFactory:
             reader=self.clicks.reader(self.issue.week, recipient.subscriber_id or 0)
             if self.clicks is not None
             else "",
+            preferences_url=(
+                f"{self.base_url}/p/"
+                f"{self.preferences_tokens.preferences(recipient.subscriber_id or 0)}"
+            ),
         )
 
     def token(self, recipient: Recipient) -> str:
