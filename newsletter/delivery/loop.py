@@ -36,9 +36,10 @@ from newsletter.delivery.options import (
 )
 from newsletter.delivery.rate import TokenBucket
 from newsletter.delivery.rate_share import HEARTBEAT_SECONDS, RateShare
+from newsletter.delivery.variants import Variants
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.mail.headers import Recipient
-from newsletter.mail.message import Envelope, MessageFactory
+from newsletter.mail.message import Envelope
 from newsletter.transport.base import AsyncConnection
 from newsletter.transport.failures import (
     PermanentFailure,
@@ -119,7 +120,7 @@ class SendLoop:
         self,
         app: Sending,
         ledger: Ledger,
-        factory: MessageFactory,
+        variants: Variants,
         options: SendOptions,
         total: int,
         *,
@@ -138,7 +139,7 @@ class SendLoop:
         self.transport = app.transport
         self.ledger = ledger
         self.commits = GroupCommit(ledger, app.engine)
-        self.factory = factory
+        self.variants = variants
         self.stop = options.stop
         self.resend_uncertain = options.resend_uncertain
         self.connections = max(options.connections or delivery.connections, 1)
@@ -173,7 +174,11 @@ class SendLoop:
         if progress is not None:
             progress(self._progress())
         report = SendReport(
-            week="", sent=self.sent, skipped=self.skipped, elapsed=self.clock.monotonic() - started
+            week="",
+            sent=self.sent,
+            skipped=self.skipped,
+            elapsed=self.clock.monotonic() - started,
+            renders=self.variants.renders,
         )
         for failure in self.errors:
             error = database_error(failure) if isinstance(failure, SQLAlchemyError) else failure
@@ -298,7 +303,7 @@ class SendLoop:
             for index, row in enumerate(batch):
                 if self.stop.is_set():
                     break
-                envelope = self._build(row)
+                envelope = self._build(lane, row)
                 if in_flight is not None:
                     accepted = in_flight if await self._verdict(in_flight, lane) else None
                     in_flight = None
@@ -350,11 +355,21 @@ class SendLoop:
             self._count("skipped")
         return bool(go)
 
-    def _build(self, row: Claimed) -> Envelope | None:
-        """The row's message; a row whose message cannot be made fails on its own."""
+    def _build(self, lane: _Lane, row: Claimed) -> Envelope | None:
+        """The row's message, in the copy of the reader's sections; None for a row not to
+        be sent: one whose message cannot be made fails on its own, and one whose reader's
+        sections have nothing in this issue is skipped.
+
+        A copy that cannot be rendered stops the send instead: it is no reader's fault.
+        """
+        factory = self.variants.factory(row.sections)
+        if factory is None:
+            if self.ledger.skip_empty(lane.claimer, row, self.clock.now()):
+                self._count("skipped")
+            return None
         recipient = Recipient(row.subscriber_id, row.email, row.name)
         try:
-            return self.factory.build(recipient, self.clock.now())
+            return factory.build(recipient, self.clock.now())
         except NewsletterError as exc:
             self.ledger.fail(row, exc.message, bounce=False, now=self.clock.now())
             self._count("failed")

@@ -157,6 +157,14 @@ class MessageFactory:
         self.boundary = "=_nl_" + _digest(f"{settings.list_id}:{issue.issue_id}:boundary")[:24]
         self._fast = FastTemplate.learn(self)
 
+    def variant(self, html: str, text: str) -> MessageFactory:
+        """The same issue's messages with other parts: a reader's copy of only some sections.
+
+        Headers, tokens and the signing key are the issue's, so a copy differs only in body.
+        """
+        parts = replace(self.issue, html=html, text=text)
+        return MessageFactory(self.settings, self.tokens, parts, self.dkim_key, self.utf8_relay)
+
     @property
     def uses_template(self) -> bool:
         """Whether copies are made by substitution (the slow way is the fallback)."""
