@@ -136,10 +136,12 @@ def _factory(
     )
 
 
-def _variants(app: Sending, issue: Issue, full: MessageFactory) -> Variants:
+def _variants(
+    app: Sending, issue: Issue, full: MessageFactory, content: IssueContent | None = None
+) -> Variants:
     """The send's copies: `full` for readers of every section, and a copy rendered on first
-    use for each combination of sections the send meets."""
-    content: IssueContent | None = None
+    use for each combination of sections the send meets, from the issue's stories (read
+    when first needed unless given)."""
 
     def render(sections: tuple[str, ...]) -> MessageFactory | None:
         nonlocal content
@@ -333,11 +335,14 @@ def send_test(app: Sending, week: Week, addresses: Sequence[str]) -> SendReport:
 def dry_run(app: Sending, week: Week, progress: ProgressCallback | None = None) -> SendReport:
     """Build every active subscriber's message, as a send would, and send none."""
     issue = _sendable(app, week)
-    copies = _variants(app, issue, _factory(app, issue, ask_relay=False))
+    full = _factory(app, issue, ask_relay=False)
     report = SendReport(week=str(week), mode="dry-run")
     started = app.clock.monotonic()
     failures: list[str] = []
     with app.transaction() as session:
+        # Read now: SQLite takes one transaction at a time, and this one stays open.
+        stories = issue_content(app, session, session.get_one(Issue, issue.id))
+        copies = _variants(app, issue, full, stories)
         total = int(
             session.scalar(
                 select(func.count())
