@@ -250,12 +250,12 @@ def test_the_send_and_stats_commands_report_readers_with_nothing_in_their_sectio
                 )
     finally:
         engine.dispose()
-    sent = cli("send", "--week", WEEK, "--yes")
+    sent = cli("send", "--week", str(WEEK), "--yes")
     assert sent.exit_code == 0, sent.output
     assert "4 readers: nothing in their sections." in sent.stdout
     assert "Copies rendered for readers' sections: 2." in sent.stdout
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 8
-    table = cli("stats", "--week", WEEK)
+    table = cli("stats", "--week", str(WEEK))
     lines = [" ".join(line.split()) for line in table.stdout.splitlines()]
     assert "skipped 4" in lines
     assert "skipped: nothing in their sections 4" in lines
