@@ -198,7 +198,8 @@ def _finish(report: SendReport) -> None:
             f"deferred {report.deferred}, uncertain {report.uncertain}."
         )
     if report.nothing_in_sections:
-        click.echo(f"{report.nothing_in_sections} readers: nothing in their sections.")
+        readers = "reader" if report.nothing_in_sections == 1 else "readers"
+        click.echo(f"{report.nothing_in_sections} {readers}: nothing in their sections.")
     if report.renders:
         click.echo(f"Copies rendered for readers' sections: {report.renders}.")
     for reason, count in report.failed.items():
