@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, select, update
 
 from newsletter.app import App
 from newsletter.clock import FixedClock
-from newsletter.config import Settings
+from newsletter.config import FeedSettings, Settings
 from newsletter.db.models import (
     Delivery,
     DeliveryStatus,
@@ -30,6 +30,7 @@ from newsletter.delivery.send import SendOptions, dry_run, send_issue
 from newsletter.delivery.stats import issue_stats
 from newsletter.delivery.variants import NOTHING_IN_SECTIONS, combination
 from newsletter.issue.overrides import add_override
+from newsletter.issue.render import render_for_sections
 from newsletter.mail.headers import Recipient
 from newsletter.mail.message import IssueParts, MessageFactory
 from newsletter.mail.tokens import Tokens
@@ -37,11 +38,14 @@ from newsletter.subscribers.rules import add
 
 from .conftest import Cli
 from .faultsmtp import FaultPolicy, FaultServer
+from .sample_issue import sample_issue
 from .smtp_server import SmtpServer
 from .test_delivery import WEEK, built, smtp_app
 from .test_faults import prepare
+from .test_message import make_settings
 
 FAST = SendOptions(rate=0, connections=2)
+TEMPLATES = Path(__file__).parent.parent / "templates"
 # The demo issue of 2024-W47 has stories in Europe, Middle East, Asia-Pacific and Americas;
 # the tests feature one Asia-Pacific story and move one Americas story to Africa.
 TOP_STORY = "3"  # "The Pacific's undersea cables are becoming a diplomatic asset"
@@ -112,6 +116,34 @@ def _preferences_url(app: App, subscriber_id: int) -> str:
     settings = app.settings
     token = Tokens(settings.secrets.secret_keys, settings.for_newsletter(None).list_id)
     return f"https://news.example.org/p/{token.preferences(subscriber_id)}"
+
+
+def test_a_combination_is_the_same_whatever_the_order_or_spelling() -> None:
+    known = FeedSettings().sections
+    assert combination("asia-pacific\nEurope\n europe \n", known) == ("Europe", "Asia-Pacific")
+    assert combination("Europe\nAsia-Pacific", known) == ("Europe", "Asia-Pacific")
+    assert combination("", known) == combination("\n \n", known) == ()
+    assert combination("Gone\nAfrica", known) == ("Africa", "Gone")  # unknown ones last
+
+
+def test_a_copy_of_some_sections_has_their_stories_only_and_says_which() -> None:
+    settings = make_settings()
+    content = sample_issue()
+    top = content.teasers[0]
+    assert top.featured
+    pick = next(t.section for t in content.teasers if t.section != top.section)
+    copy = render_for_sections(content, settings, [TEMPLATES], (pick,))
+    assert copy is not None
+    assert copy.stories == sum(t.section == pick for t in content.teasers) > 0
+    words = " ".join(copy.text.split())
+    for teaser in content.teasers:
+        assert (teaser.title in words) == (teaser.section == pick), teaser.title
+    assert f"Your sections: {pick}\nChange them:\nNLP-PREFERENCES_URL-0D1C\n" in copy.text
+    assert 'href="NLP-PREFERENCES_URL-0D1C-URI">Change</a>' in copy.html
+    with_top = render_for_sections(content, settings, [TEMPLATES], (pick, top.section))
+    assert with_top is not None
+    assert top.title in " ".join(with_top.text.split())
+    assert render_for_sections(content, settings, [TEMPLATES], ("Nowhere",)) is None
 
 
 def test_each_reader_gets_the_stories_of_their_sections(
