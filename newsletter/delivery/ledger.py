@@ -134,7 +134,11 @@ _MARK_SKIPPED = (
 )
 _MARK_NOTHING_TO_SEND = (
     update(TABLE)
-    .where(*_IS_OURS)
+    .where(
+        D.id.in_(bindparam("rows", expanding=True)),
+        D.claimed_by == bindparam("claimer"),
+        D.status.in_(PENDING),
+    )
     .values(
         status=DeliveryStatus.SKIPPED,
         lease_until=None,
@@ -294,12 +298,13 @@ class Ledger:
             return True
         return False if self._mark_skipped.execute(connection, ours) else None
 
-    def skip_empty(self, claimer: str, row: Claimed, now: datetime) -> bool:
-        """Skip a claimed row whose reader's sections have nothing in this issue; False when
-        the row is no longer ours (another sender's now, after our lease ran out)."""
-        ours = {"row": row.delivery_id, "claimer": claimer, "now": now}
+    def skip_empty(self, claimer: str, rows: Sequence[Claimed], now: datetime) -> int:
+        """Skip claimed rows whose readers' sections have nothing in this issue, in one
+        commit; returns how many were still ours (the others are another sender's now,
+        after our lease ran out)."""
+        ours = {"rows": [row.delivery_id for row in rows], "claimer": claimer, "now": now}
         with self.app.engine.begin() as connection:
-            return bool(connection.execute(_MARK_NOTHING_TO_SEND, ours).rowcount)
+            return int(connection.execute(_MARK_NOTHING_TO_SEND, ours).rowcount or 0)
 
     def put_back(self, row: Claimed, now: datetime) -> None:
         """Undo `advance` for a row that was never offered to the server."""

@@ -39,7 +39,7 @@ from newsletter.delivery.rate_share import HEARTBEAT_SECONDS, RateShare
 from newsletter.delivery.variants import Variants
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.mail.headers import Recipient
-from newsletter.mail.message import Envelope
+from newsletter.mail.message import Envelope, MessageFactory
 from newsletter.transport.base import AsyncConnection
 from newsletter.transport.failures import (
     PermanentFailure,
@@ -297,13 +297,14 @@ class SendLoop:
         envelope's replies are on their way. At most one row per connection is ever
         `sending`, so a crash leaves at most one message per connection in doubt.
         """
+        work = self._with_copies(lane, batch)
         accepted: Claimed | None = None  # the server has it; not yet recorded
         in_flight: Claimed | None = None  # transmitted; the server's verdict not yet read
         try:
-            for index, row in enumerate(batch):
+            for index, (row, factory) in enumerate(work):
                 if self.stop.is_set():
                     break
-                envelope = self._build(lane, row)
+                envelope = self._build(row, factory)
                 if in_flight is not None:
                     accepted = in_flight if await self._verdict(in_flight, lane) else None
                     in_flight = None
@@ -313,7 +314,7 @@ class SendLoop:
                     if await self._start(lane, row, envelope, accepted):
                         in_flight = row
                 except ServerUnavailable:
-                    self.ledger.release(lane.claimer, batch[index + 1 :])
+                    self.ledger.release(lane.claimer, [row for row, _ in work[index + 1 :]])
                     raise
                 finally:
                     accepted = None
@@ -355,18 +356,30 @@ class SendLoop:
             self._count("skipped")
         return bool(go)
 
-    def _build(self, lane: _Lane, row: Claimed) -> Envelope | None:
-        """The row's message, in the copy of the reader's sections; None for a row not to
-        be sent: one whose message cannot be made fails on its own, and one whose reader's
-        sections have nothing in this issue is skipped.
+    def _with_copies(
+        self, lane: _Lane, batch: list[Claimed]
+    ) -> list[tuple[Claimed, MessageFactory]]:
+        """Each row of a claimed batch with the factory of its reader's copy; the rows whose
+        readers' sections have nothing in this issue are skipped, together in one commit.
 
-        A copy that cannot be rendered stops the send instead: it is no reader's fault.
+        A copy that cannot be rendered stops the send: it is no reader's fault.
         """
-        factory = self.variants.factory(row.sections)
-        if factory is None:
-            if self.ledger.skip_empty(lane.claimer, row, self.clock.now()):
+        work: list[tuple[Claimed, MessageFactory]] = []
+        empty: list[Claimed] = []
+        for row in batch:
+            factory = self.variants.factory(row.sections)
+            if factory is None:
+                empty.append(row)
+            else:
+                work.append((row, factory))
+        if empty:
+            for _ in range(self.ledger.skip_empty(lane.claimer, empty, self.clock.now())):
                 self._count("skipped")
-            return None
+        return work
+
+    def _build(self, row: Claimed, factory: MessageFactory) -> Envelope | None:
+        """The row's message, in its reader's copy; a row whose message cannot be made fails
+        on its own."""
         recipient = Recipient(row.subscriber_id, row.email, row.name)
         try:
             return factory.build(recipient, self.clock.now())
