@@ -270,7 +270,8 @@ def issue_content(app: Runtime, session: Session, issue: Issue) -> IssueContent:
     """The stories of a built issue as `store` rendered them, read back from the issue's
     selection and the editors' section overrides: what a reader's copy is cut from.
 
-    An issue's articles are no longer updated from the feed once it is sending.
+    An issue's articles are no longer updated from the feed once it is sending; "Most read"
+    is ranked again, from the clicks counted by now.
     """
     sections: dict[int, str] = {}
     for override in issue.overrides:  # in the order they were made, as selection applies them

@@ -85,8 +85,8 @@ class IssueContent:
     most_read: tuple[Teaser, ...] = ()  # "Most read last week", at the top
 
     def only(self, sections: Sequence[str]) -> IssueContent:
-        """The stories of these sections alone, the top story and "Most read" included:
-        what a reader who chose them receives."""
+        """The stories of these sections alone (the top story and those of "Most read" too,
+        only when in one of them): what a reader who chose them receives."""
         wanted = {s.casefold() for s in sections}
         return IssueContent(
             week=self.week,
@@ -111,7 +111,6 @@ class SectionsEmail:
     """The email of the readers who chose some sections: their stories alone, with the
     masthead saying which sections they follow."""
 
-    sections: tuple[str, ...]
     html: str
     text: str
     stories: int
@@ -222,7 +221,7 @@ def render_for_sections(
     html = _inline(_compile(_render_template(env, HTML_TEMPLATE, context)), css)
     html = _tag_contexts(_with_pixel(html, open_pixel(settings, str(chosen.week))))
     text = _tidy_text(_render_template(env, TEXT_TEMPLATE, context))
-    return SectionsEmail(shown, html, text, len(chosen.teasers))
+    return SectionsEmail(html, text, len(chosen.teasers))
 
 
 def personalise(template: str, fields: PersonalFields, *, html: bool) -> str:
