@@ -57,7 +57,7 @@ elif against == "ledger":
                     continue
                 ours = {"row": step.next_row.delivery_id, "claimer": step.claimer, "now": step.now}
                 sending = {**ours, "subscriber": step.next_row.subscriber_id,
-                           "lease": self._lease(step.now)}
+                           "newsletter": self.newsletter, "lease": self._lease(step.now)}
                 if connection.execute(ledger._MARK_SENDING, sending).rowcount:
                     results.append(True)
                 else:

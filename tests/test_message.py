@@ -254,3 +254,43 @@ def test_the_mailto_unsubscribe_address_can_be_set(rendered: IssueParts) -> None
     header = re.sub(r"\s+", " ", parse(envelope.message)["List-Unsubscribe"])
     assert "<mailto:leave@lists.example.org?subject=unsubscribe-" in header
     assert "unsubscribe@example.org" not in header
+
+
+def test_every_message_links_to_the_readers_preferences_page(rendered: IssueParts) -> None:
+    """One page per reader, whichever newsletter the message is from: its token is signed
+    with the default newsletter's list id, where the unsubscribe token is the sender's."""
+    weekly = make_settings()
+    daily = replace(weekly.newsletter, slug="daily", name="The Daily")
+    both = replace(weekly, newsletters=(weekly.newsletter, daily))
+    page = f"https://news.example.org/p/{Tokens((KEY,), 'weekly.example.org').preferences(3)}"
+    bodies = []
+    for settings in (both, both.for_newsletter("daily")):
+        envelope = factory_for(rendered, settings).build(RECIPIENTS[2], NOW)
+        text, html = parse(envelope.message).iter_parts()
+        assert f"Manage your subscription (newsletters, sections, your name):\n{page}\n" in (
+            text.get_content().replace("\r\n", "\n")
+        )
+        assert f'href="{page}"' in html.get_content()
+        bodies.append(envelope.message)
+    assert b"List-Id: The Daily <daily.example.org>" in bodies[1]
+    other = factory_for(rendered).build(RECIPIENTS[0], NOW).message
+    assert page.encode() not in other  # each reader's own
+
+
+def test_a_copy_of_some_sections_is_built_fast_like_the_whole_issue(
+    rendered: IssueParts,
+) -> None:
+    """A reader's copy of their sections shares the issue's headers and personal fields, and
+    the fast path still gives the standard library's bytes."""
+    full = factory_for(rendered)
+    copy = full.variant(rendered.html.replace("</body>", "<p>Only some</p></body>"), "Short\n")
+    assert copy.uses_template
+    for recipient in RECIPIENTS[:6]:
+        fast, slow = copy.build(recipient, NOW), copy.build_reference(recipient, NOW)
+        assert fast.message == slow.message, recipient
+        mine, whole = parse(fast.message), parse(full.build(recipient, NOW).message)
+        assert mine["Message-ID"] == whole["Message-ID"]
+        assert mine["List-Unsubscribe"] == whole["List-Unsubscribe"]
+        body = mine.get_body(("html",))
+        assert body is not None
+        assert "Only some" in body.get_content()

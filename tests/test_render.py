@@ -27,14 +27,30 @@ PACKAGED = Path(__file__).resolve().parent.parent / "templates"
 MARKER = re.compile(r"NLP-[A-Z_]+-0D1C")
 
 SUBSCRIBERS = [
-    PersonalFields("https://news.example.org/u/MQ.abc-DEF_123", "jane@example.org", "Jane Doe"),
+    PersonalFields(
+        "https://news.example.org/u/MQ.abc-DEF_123",
+        "jane@example.org",
+        "Jane Doe",
+        preferences_url="https://news.example.org/p/MQ.ghi",
+    ),
     PersonalFields(
         "https://news.example.org/u/Mg.x?list=weekly&ref=mail",
         "o'brien+news&co@example.org",
         'Seán O\'Brien & "Sons" <Ltd>',
+        preferences_url="https://news.example.org/p/Mg.y?a=1&b=2",
     ),
-    PersonalFields("https://news.example.org/u/été token", "zoë@exämple.org", "Zoë Ñúñez 李"),
-    PersonalFields("https://news.example.org/u/Mw.q", "anon@example.org", "   "),
+    PersonalFields(
+        "https://news.example.org/u/été token",
+        "zoë@exämple.org",
+        "Zoë Ñúñez 李",
+        preferences_url="https://news.example.org/p/été token",
+    ),
+    PersonalFields(
+        "https://news.example.org/u/Mw.q",
+        "anon@example.org",
+        "   ",
+        preferences_url="https://news.example.org/p/Mw.r",
+    ),
 ]
 
 

@@ -19,6 +19,7 @@ from newsletter.db.models import (
     SubscriberStatus,
 )
 from newsletter.delivery.stats import failure_reason, growth, issue_stats
+from newsletter.delivery.variants import NOTHING_IN_SECTIONS
 from newsletter.errors import NotFoundError
 from newsletter.issue.periods import Week
 from newsletter.subscribers import rules as subscribers
@@ -196,3 +197,41 @@ def test_stats_command_errors(cli: Cli) -> None:
     assert missing.stderr.startswith("Error: there is no issue for 2024-W01")
     assert cli("stats", "--week", "last week").exit_code == 2
     assert cli("stats", "--weeks", "0").exit_code == 2
+
+
+def test_deliveries_by_combination_of_sections(app: App) -> None:
+    """A combination stored in another order or spelling is the same combination; readers
+    with nothing in their sections are counted apart from those who left before the send."""
+    rows = [
+        ("", DeliveryStatus.SENT, ""),
+        ("", DeliveryStatus.SKIPPED, "the subscriber was no longer active at send time"),
+        ("Europe", DeliveryStatus.SENT, ""),
+        ("europe", DeliveryStatus.QUEUED, ""),
+        ("Asia-Pacific\nEurope", DeliveryStatus.SENT, ""),
+        ("Europe\nAsia-Pacific\n", DeliveryStatus.SENT, ""),
+        ("Africa", DeliveryStatus.SKIPPED, NOTHING_IN_SECTIONS),
+    ]
+    with app.transaction() as session:
+        issue = Issue(week="2024-W47", status=IssueStatus.SENDING, created_at=START)
+        session.add(issue)
+        people = [_person(session, n, START) for n in range(len(rows))]
+        session.flush()
+        for person, (sections, status, reply) in zip(people, rows, strict=True):
+            session.add(
+                Delivery(
+                    issue_id=issue.id,
+                    subscriber_id=person.id,
+                    status=status,
+                    last_reply=reply,
+                    sections=sections,
+                    updated_at=START,
+                )
+            )
+    (stats,) = issue_stats(app, Week.parse("2024-W47"))
+    assert (stats.recipients, stats.skipped, stats.nothing_in_sections) == (7, 2, 1)
+    assert [(f.sections, f.recipients, f.sent, f.skipped) for f in stats.by_sections] == [
+        ("all sections", 2, 1, 1),
+        ("Europe", 2, 1, 0),
+        ("Europe \u00b7 Asia-Pacific", 2, 2, 0),
+        ("Africa", 1, 0, 1),
+    ]

@@ -11,6 +11,7 @@ import click
 from newsletter.cli.context import CliContext, newsletter_option, pass_context
 from newsletter.cli.root import main
 from newsletter.delivery.stats import IssueStats, StatsReport, stats_report
+from newsletter.delivery.variants import ALL_SECTIONS
 from newsletter.issue.periods import Week
 from newsletter.tracking.retention import purge
 from newsletter.untrusted import for_terminal
@@ -76,6 +77,15 @@ def _print_issue(issue: IssueStats) -> None:
         click.echo(f"  {label:28} {value:>8}")
     for reason, count in issue.failed_by_reason.items():
         click.echo(f"    failed: {for_terminal(reason):40} {count:>6}")
+    if issue.nothing_in_sections:
+        click.echo(f"    skipped: {'nothing in their sections':39} {issue.nothing_in_sections:>6}")
+    if any(row.sections != ALL_SECTIONS for row in issue.by_sections):
+        click.echo(f"  {'by sections':40} {'RECIPIENTS':>10} {'SENT':>8} {'SKIPPED':>8}")
+        for row in issue.by_sections:
+            click.echo(
+                f"    {for_terminal(row.sections):38} {row.recipients:>10} {row.sent:>8} "
+                f"{row.skipped:>8}"
+            )
     started = issue.started_at.isoformat(timespec="seconds") if issue.started_at else "-"
     finished = issue.finished_at.isoformat(timespec="seconds") if issue.finished_at else "-"
     rate = f"{issue.rate_per_second:.1f}/s" if issue.rate_per_second else "-"

@@ -198,6 +198,11 @@ def _finish(report: SendReport) -> None:
             f"skipped {report.skipped}, failed {report.failed_total}, "
             f"deferred {report.deferred}, uncertain {report.uncertain}."
         )
+    if report.nothing_in_sections:
+        readers = "reader" if report.nothing_in_sections == 1 else "readers"
+        click.echo(f"{report.nothing_in_sections} {readers}: nothing in their sections.")
+    if report.renders:
+        click.echo(f"Copies rendered for readers' sections: {report.renders}.")
     for reason, count in report.failed.items():
         click.echo(f"  failed {count:>6}  {for_terminal(reason)}")
     if report.uncertain:

@@ -6,6 +6,7 @@ small transactions so that a crash at any point loses nobody and sends nobody a 
                                                                  \\-> failed (with reply)
                                                                  \\-> uncertain (outcome unknown)
     (queued, claimed) --subscriber no longer active--> skipped
+    (queued, claimed) --nothing in the reader's sections--> skipped
 
 A claim is a lease (`claimed_by`, `lease_until`) on a batch of queued rows, taken with
 `FOR UPDATE SKIP LOCKED` on PostgreSQL so that any number of senders share a send. A row is
@@ -47,8 +48,10 @@ from newsletter.db.models import (
     Subscriber,
     SubscriberStatus,
     Subscription,
+    SubscriptionStatus,
 )
 from newsletter.delivery.options import Sending
+from newsletter.delivery.variants import NOTHING_IN_SECTIONS
 from newsletter.subscribers.rules import mark_bounced
 from newsletter.subscribers.subscriptions import receiving
 
@@ -83,6 +86,12 @@ _MARK_SENDING = (
             Subscriber.id == bindparam("subscriber"),
             Subscriber.status == SubscriberStatus.ACTIVE,
         ),
+        # The reader may have left this newsletter alone since the send was queued.
+        exists().where(
+            Subscription.subscriber_id == bindparam("subscriber"),
+            Subscription.newsletter == bindparam("newsletter"),
+            Subscription.status == SubscriptionStatus.ACTIVE,
+        ),
     )
     .values(
         status=DeliveryStatus.SENDING,
@@ -95,7 +104,7 @@ _MARK_SENDING = (
 # SQLAlchemy spent longer on them than the database did. The due rows come with their
 # subscriber's address, so the claim reads them in the statement that finds them.
 _CLAIM_DUE = (
-    select(D.id, D.subscriber_id, Subscriber.email, Subscriber.name, D.attempts)
+    select(D.id, D.subscriber_id, Subscriber.email, Subscriber.name, D.attempts, D.sections)
     .join(Subscriber, Subscriber.id == D.subscriber_id)
     .where(
         D.issue_id == bindparam("issue"),
@@ -123,6 +132,20 @@ _MARK_SKIPPED = (
         updated_at=bindparam("now"),
     )
 )
+_MARK_NOTHING_TO_SEND = (
+    update(TABLE)
+    .where(
+        D.id.in_(bindparam("rows", expanding=True)),
+        D.claimed_by == bindparam("claimer"),
+        D.status.in_(PENDING),
+    )
+    .values(
+        status=DeliveryStatus.SKIPPED,
+        lease_until=None,
+        last_reply=NOTHING_IN_SECTIONS,
+        updated_at=bindparam("now"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,7 @@ class Claimed:
     email: str
     name: str
     attempts: int
+    sections: str = ""  # as chosen when the send was queued: which copy the reader gets
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,7 @@ class Ledger:
     def __init__(self, app: Sending, issue_id: int) -> None:
         self.app = app
         self.issue_id = issue_id
+        self.newsletter = app.settings.newsletter.slug
         self.delivery = app.settings.delivery
         dialect = app.engine.dialect
         self._mark_sent = DriverStatement(_MARK_SENT, dialect)
@@ -262,11 +287,24 @@ class Ledger:
         ours = {"row": step.next_row.delivery_id, "claimer": step.claimer, "now": step.now}
         marked = self._mark_sending.execute(
             connection,
-            {**ours, "subscriber": step.next_row.subscriber_id, "lease": self._lease(step.now)},
+            {
+                **ours,
+                "subscriber": step.next_row.subscriber_id,
+                "newsletter": self.newsletter,
+                "lease": self._lease(step.now),
+            },
         )
         if marked:
             return True
         return False if self._mark_skipped.execute(connection, ours) else None
+
+    def skip_empty(self, claimer: str, rows: Sequence[Claimed], now: datetime) -> int:
+        """Skip claimed rows whose readers' sections have nothing in this issue, in one
+        commit; returns how many were still ours (the others are another sender's now,
+        after our lease ran out)."""
+        ours = {"rows": [row.delivery_id for row in rows], "claimer": claimer, "now": now}
+        with self.app.engine.begin() as connection:
+            return int(connection.execute(_MARK_NOTHING_TO_SEND, ours).rowcount or 0)
 
     def put_back(self, row: Claimed, now: datetime) -> None:
         """Undo `advance` for a row that was never offered to the server."""

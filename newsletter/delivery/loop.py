@@ -36,6 +36,7 @@ from newsletter.delivery.options import (
 )
 from newsletter.delivery.rate import TokenBucket
 from newsletter.delivery.rate_share import HEARTBEAT_SECONDS, RateShare
+from newsletter.delivery.variants import Variants
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.mail.headers import Recipient
 from newsletter.mail.message import Envelope, MessageFactory
@@ -119,7 +120,7 @@ class SendLoop:
         self,
         app: Sending,
         ledger: Ledger,
-        factory: MessageFactory,
+        variants: Variants,
         options: SendOptions,
         total: int,
         *,
@@ -138,7 +139,7 @@ class SendLoop:
         self.transport = app.transport
         self.ledger = ledger
         self.commits = GroupCommit(ledger, app.engine)
-        self.factory = factory
+        self.variants = variants
         self.stop = options.stop
         self.resend_uncertain = options.resend_uncertain
         self.connections = max(options.connections or delivery.connections, 1)
@@ -173,7 +174,11 @@ class SendLoop:
         if progress is not None:
             progress(self._progress())
         report = SendReport(
-            week="", sent=self.sent, skipped=self.skipped, elapsed=self.clock.monotonic() - started
+            week="",
+            sent=self.sent,
+            skipped=self.skipped,
+            elapsed=self.clock.monotonic() - started,
+            renders=self.variants.renders,
         )
         for failure in self.errors:
             error = database_error(failure) if isinstance(failure, SQLAlchemyError) else failure
@@ -292,13 +297,14 @@ class SendLoop:
         envelope's replies are on their way. At most one row per connection is ever
         `sending`, so a crash leaves at most one message per connection in doubt.
         """
+        work = self._with_copies(lane, batch)
         accepted: Claimed | None = None  # the server has it; not yet recorded
         in_flight: Claimed | None = None  # transmitted; the server's verdict not yet read
         try:
-            for index, row in enumerate(batch):
+            for index, (row, factory) in enumerate(work):
                 if self.stop.is_set():
                     break
-                envelope = self._build(row)
+                envelope = self._build(row, factory)
                 if in_flight is not None:
                     accepted = in_flight if await self._verdict(in_flight, lane) else None
                     in_flight = None
@@ -308,7 +314,7 @@ class SendLoop:
                     if await self._start(lane, row, envelope, accepted):
                         in_flight = row
                 except ServerUnavailable:
-                    self.ledger.release(lane.claimer, batch[index + 1 :])
+                    self.ledger.release(lane.claimer, [row for row, _ in work[index + 1 :]])
                     raise
                 finally:
                     accepted = None
@@ -350,11 +356,33 @@ class SendLoop:
             self._count("skipped")
         return bool(go)
 
-    def _build(self, row: Claimed) -> Envelope | None:
-        """The row's message; a row whose message cannot be made fails on its own."""
+    def _with_copies(
+        self, lane: _Lane, batch: list[Claimed]
+    ) -> list[tuple[Claimed, MessageFactory]]:
+        """Each row of a claimed batch with the factory of its reader's copy; the rows whose
+        readers' sections have nothing in this issue are skipped, together in one commit.
+
+        A copy that cannot be rendered stops the send: it is no reader's fault.
+        """
+        work: list[tuple[Claimed, MessageFactory]] = []
+        empty: list[Claimed] = []
+        for row in batch:
+            factory = self.variants.factory(row.sections)
+            if factory is None:
+                empty.append(row)
+            else:
+                work.append((row, factory))
+        if empty:
+            for _ in range(self.ledger.skip_empty(lane.claimer, empty, self.clock.now())):
+                self._count("skipped")
+        return work
+
+    def _build(self, row: Claimed, factory: MessageFactory) -> Envelope | None:
+        """The row's message, in its reader's copy; a row whose message cannot be made fails
+        on its own."""
         recipient = Recipient(row.subscriber_id, row.email, row.name)
         try:
-            return self.factory.build(recipient, self.clock.now())
+            return factory.build(recipient, self.clock.now())
         except NewsletterError as exc:
             self.ledger.fail(row, exc.message, bounce=False, now=self.clock.now())
             self._count("failed")

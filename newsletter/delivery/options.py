@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import Engine
@@ -17,13 +18,16 @@ from newsletter.transport.base import Transport
 
 
 class Sending(Runtime, Protocol):
-    """What a send needs beyond the runtime: the transport, and the engine the ledger's own
-    connections come from."""
+    """What a send needs beyond the runtime: the transport, the engine the ledger's own
+    connections come from, and the templates the copies of readers' sections are made with."""
 
     engine: Engine
 
     @property
     def transport(self) -> Transport: ...
+
+    @property
+    def templates_dirs(self) -> list[Path]: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class SendReport:
     deferred: int = 0
     uncertain: int = 0
     skipped: int = 0
+    # Of the issue's readers, those whose sections had nothing in it (all runs).
+    nothing_in_sections: int = 0
+    # Copies of readers' sections this run rendered: at most one per combination.
+    renders: int = 0
     elapsed: float = 0.0
     error: str = ""
     mode: str = "send"  # "send", "test" or "dry-run"

@@ -33,9 +33,12 @@ from newsletter.delivery.options import (
     SendReport,
     database_error,
 )
+from newsletter.delivery.stats import count_nothing_in_sections
+from newsletter.delivery.variants import Variants
 from newsletter.errors import NewsletterError, StateError
+from newsletter.issue.build import issue_content
 from newsletter.issue.periods import Week
-from newsletter.issue.render import archive_url, draft_url
+from newsletter.issue.render import IssueContent, archive_url, draft_url, render_for_sections
 from newsletter.mail.headers import Recipient
 from newsletter.mail.message import DkimKey, IssueParts, MessageFactory
 from newsletter.mail.tokens import Tokens
@@ -133,6 +136,24 @@ def _factory(
     )
 
 
+def _variants(
+    app: Sending, issue: Issue, full: MessageFactory, content: IssueContent | None = None
+) -> Variants:
+    """The send's copies: `full` for readers of every section, and a copy rendered on first
+    use for each combination of sections the send meets, from the issue's stories (read
+    when first needed unless given)."""
+
+    def render(sections: tuple[str, ...]) -> MessageFactory | None:
+        nonlocal content
+        if content is None:
+            with app.transaction() as session:
+                content = issue_content(app, session, session.get_one(Issue, issue.id))
+        copy = render_for_sections(content, app.settings, app.templates_dirs, sections)
+        return None if copy is None else full.variant(copy.html, copy.text)
+
+    return Variants(full, render, app.settings.feeds.sections)
+
+
 def _sendable(app: Sending, week: Week) -> Issue:
     with app.transaction() as session:
         issue = session.scalars(
@@ -191,7 +212,8 @@ def _send_issue(
             _reopen(app, issue.id)
         before = ledger.counts()
         pending = before[DeliveryStatus.QUEUED] + before[DeliveryStatus.DEFERRED]
-        run = SendLoop(app, ledger, _factory(app, issue), options, pending, shared=not sole)
+        copies = _variants(app, issue, _factory(app, issue))
+        run = SendLoop(app, ledger, copies, options, pending, shared=not sole)
         report = run.execute(progress)
         after = ledger.counts()
         if not any(after[s] for s in OPEN):
@@ -202,6 +224,8 @@ def _send_issue(
     report.failed = _group(ledger.failures())
     report.deferred = after[DeliveryStatus.DEFERRED]
     report.uncertain = after[DeliveryStatus.UNCERTAIN]
+    with app.transaction() as session:
+        report.nothing_in_sections = count_nothing_in_sections(session, issue.id)
     return report
 
 
@@ -311,11 +335,14 @@ def send_test(app: Sending, week: Week, addresses: Sequence[str]) -> SendReport:
 def dry_run(app: Sending, week: Week, progress: ProgressCallback | None = None) -> SendReport:
     """Build every active subscriber's message, as a send would, and send none."""
     issue = _sendable(app, week)
-    factory = _factory(app, issue, ask_relay=False)
+    full = _factory(app, issue, ask_relay=False)
     report = SendReport(week=str(week), mode="dry-run")
     started = app.clock.monotonic()
     failures: list[str] = []
     with app.transaction() as session:
+        # Read now: SQLite takes one transaction at a time, and this one stays open.
+        stories = issue_content(app, session, session.get_one(Issue, issue.id))
+        copies = _variants(app, issue, full, stories)
         total = int(
             session.scalar(
                 select(func.count())
@@ -325,12 +352,17 @@ def dry_run(app: Sending, week: Week, progress: ProgressCallback | None = None) 
             or 0
         )
         query = (
-            select(Subscriber.id, Subscriber.email, Subscriber.name)
+            select(Subscriber.id, Subscriber.email, Subscriber.name, Subscription.sections)
             .join(Subscription, receiving(app.settings.newsletter.slug))
             .order_by(Subscriber.id)
             .execution_options(yield_per=1000)
         )
-        for number, (subscriber_id, email, name) in enumerate(session.execute(query), 1):
+        readers = session.execute(query)
+        for number, (subscriber_id, email, name, sections) in enumerate(readers, 1):
+            factory = copies.factory(sections)
+            if factory is None:
+                report.nothing_in_sections += 1
+                continue
             try:
                 factory.build(Recipient(subscriber_id, email, name), app.clock.now())
             except NewsletterError as exc:
@@ -341,6 +373,7 @@ def dry_run(app: Sending, week: Week, progress: ProgressCallback | None = None) 
                 progress(Progress(number, total, report.sent, len(failures)))
     report.recipients = total
     report.failed = _group(failures)
+    report.renders = copies.renders
     report.elapsed = app.clock.monotonic() - started
     if progress is not None:
         progress(Progress(total, total, report.sent, len(failures)))

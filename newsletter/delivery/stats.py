@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.db.models import Delivery, DeliveryStatus, Event, EventKind, Issue
+from newsletter.delivery.variants import NOTHING_IN_SECTIONS, combination, label
 from newsletter.errors import NotFoundError
 from newsletter.issue.periods import Week
 from newsletter.runtime import Runtime
@@ -39,6 +41,16 @@ _MEANING = {
 
 
 @dataclass(frozen=True)
+class SectionsFigures:
+    """The deliveries of the readers who chose one combination of sections."""
+
+    sections: str  # "Europe · Africa", or "all sections"
+    recipients: int
+    sent: int
+    skipped: int
+
+
+@dataclass(frozen=True)
 class IssueStats:
     week: str
     subject: str
@@ -58,6 +70,9 @@ class IssueStats:
     started_at: datetime | None
     finished_at: datetime | None
     rate_per_second: float | None
+    # Of `skipped`, the readers whose sections had nothing in the issue.
+    nothing_in_sections: int = 0
+    by_sections: list[SectionsFigures] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -93,10 +108,11 @@ def issue_stats(app: Runtime, week: Week | None) -> list[IssueStats]:
         issues = list(session.scalars(query))
         if week is not None and not issues:
             raise NotFoundError(f"there is no issue for {week}", hint="build it with `issue build`")
-        return [_one(session, issue) for issue in issues]
+        known = app.settings.feeds.sections
+        return [_one(session, issue, known) for issue in issues]
 
 
-def _one(session: Session, issue: Issue) -> IssueStats:
+def _one(session: Session, issue: Issue, known: Sequence[str]) -> IssueStats:
     counts: Counter[DeliveryStatus] = Counter(
         dict(
             session.execute(
@@ -147,7 +163,45 @@ def _one(session: Session, issue: Issue) -> IssueStats:
         started_at=issue.send_started_at,
         finished_at=finished,
         rate_per_second=_rate(sent, issue.send_started_at, last_sent),
+        nothing_in_sections=count_nothing_in_sections(session, issue.id),
+        by_sections=_by_sections(session, issue.id, known),
     )
+
+
+def count_nothing_in_sections(session: Session, issue_id: int) -> int:
+    """The issue's readers who were sent nothing because their sections had no story."""
+    count = session.scalar(
+        select(func.count()).where(
+            Delivery.issue_id == issue_id,
+            Delivery.status == DeliveryStatus.SKIPPED,
+            Delivery.last_reply == NOTHING_IN_SECTIONS,
+        )
+    )
+    return int(count or 0)
+
+
+def _by_sections(session: Session, issue_id: int, known: Sequence[str]) -> list[SectionsFigures]:
+    """The issue's deliveries by the combination of sections their readers chose, the
+    readers of every section first, then the largest combinations. Combinations stored in
+    another order or spelling are counted together, as the send gives them one copy."""
+    rows = session.execute(
+        select(Delivery.sections, Delivery.status, func.count())
+        .where(Delivery.issue_id == issue_id)
+        .group_by(Delivery.sections, Delivery.status)
+    ).all()
+    tally: dict[tuple[str, ...], Counter[DeliveryStatus]] = {}
+    for packed, status, count in rows:
+        tally.setdefault(combination(packed, known), Counter())[DeliveryStatus(status)] += count
+    ordered = sorted(tally.items(), key=lambda item: (item[0] != (), -item[1].total(), item[0]))
+    return [
+        SectionsFigures(
+            sections=label(key),
+            recipients=counts.total(),
+            sent=counts[DeliveryStatus.SENT],
+            skipped=counts[DeliveryStatus.SKIPPED],
+        )
+        for key, counts in ordered
+    ]
 
 
 def failure_reason(reply: str) -> str:

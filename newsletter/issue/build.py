@@ -266,6 +266,35 @@ def store(app: Editing, session: Session, issue: Issue, week: Week, fresh: Fresh
     )
 
 
+def issue_content(app: Runtime, session: Session, issue: Issue) -> IssueContent:
+    """The stories of a built issue as `store` rendered them, read back from the issue's
+    selection and the editors' section overrides: what a reader's copy is cut from.
+
+    An issue's articles are no longer updated from the feed once it is sending; "Most read"
+    is ranked again, from the clicks counted by now.
+    """
+    sections: dict[int, str] = {}
+    for override in issue.overrides:  # in the order they were made, as selection applies them
+        if override.kind is OverrideKind.SECTION:
+            sections[override.article_id] = override.section
+    week = Week.parse(issue.week)
+    return IssueContent(
+        week=week,
+        teasers=tuple(
+            _teaser(
+                row.article,
+                Selected(
+                    row.article_id,
+                    featured=row.featured,
+                    section=sections.get(row.article_id, row.article.section),
+                ),
+            )
+            for row in issue.articles  # in order of position
+        ),
+        most_read=_most_read(app, session, issue, week),
+    )
+
+
 def withdrawal(issue: Issue, pool: Pool) -> str:
     """Why the issue's approval no longer holds, or "" when it does (or there is none)."""
     if issue.approved_at is None:
@@ -297,7 +326,7 @@ def replacement_notes(fresh: Fresh) -> tuple[Note, ...]:
     )
 
 
-def _most_read(app: Editing, session: Session, issue: Issue, week: Week) -> tuple[Teaser, ...]:
+def _most_read(app: Runtime, session: Session, issue: Issue, week: Week) -> tuple[Teaser, ...]:
     """Last issue's most-clicked articles, less those the editor excluded from this one."""
     wanted = app.settings.issue.most_read
     if not wanted or app.settings.tracking.clicks == "off":

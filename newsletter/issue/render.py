@@ -17,7 +17,7 @@ import re
 import traceback
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
@@ -43,10 +43,12 @@ __all__ = [
     "IssueContent",
     "PersonalFields",
     "RenderedIssue",
+    "SectionsEmail",
     "Teaser",
     "archive_url",
     "draft_url",
     "personalise",
+    "render_for_sections",
     "render_issue",
     "sample_fields",
 ]
@@ -82,6 +84,16 @@ class IssueContent:
     teasers: tuple[Teaser, ...]
     most_read: tuple[Teaser, ...] = ()  # "Most read last week", at the top
 
+    def only(self, sections: Sequence[str]) -> IssueContent:
+        """The stories of these sections alone (the top story and those of "Most read" too,
+        only when in one of them): what a reader who chose them receives."""
+        wanted = {s.casefold() for s in sections}
+        return IssueContent(
+            week=self.week,
+            teasers=tuple(t for t in self.teasers if t.section.casefold() in wanted),
+            most_read=tuple(t for t in self.most_read if t.section.casefold() in wanted),
+        )
+
 
 @dataclass(frozen=True)
 class RenderedIssue:
@@ -95,12 +107,24 @@ class RenderedIssue:
 
 
 @dataclass(frozen=True)
+class SectionsEmail:
+    """The email of the readers who chose some sections: their stories alone, with the
+    masthead saying which sections they follow."""
+
+    html: str
+    text: str
+    stories: int
+
+
+@dataclass(frozen=True)
 class PersonalFields:
     unsubscribe_url: str
     email: str
     name: str
     # The reader's click token, in `[tracking] clicks = "per-reader"` mode only.
     reader: str = ""
+    # The reader's preferences page (newsletters, sections, name).
+    preferences_url: str = ""
 
 
 _MARKERS = PersonalFields(
@@ -108,10 +132,13 @@ _MARKERS = PersonalFields(
     email="NLP-EMAIL-0D1C",
     name="NLP-NAME-0D1C",
     reader="NLP-READER-0D1C",
+    preferences_url="NLP-PREFERENCES_URL-0D1C",
 )
 # Where a personal field sits in the rendered template; public so the message builder can
 # find the same places when it splits the MIME template around them.
-PERSONAL_MARKER = re.compile(r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME|READER)-0D1C(?:-(S?ATTR|S?URI))?")
+PERSONAL_MARKER = re.compile(
+    r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME|READER|PREFERENCES_URL)-0D1C(?:-(S?ATTR|S?URI))?"
+)
 _TAG = re.compile(r"<[a-zA-Z][^>]*>")
 # lxml quotes a value with ' when it contains " (and no '), so both quotings occur.
 _ATTRIBUTE = re.compile(r"""([\w:.-]+)=("[^"]*"|'[^']*')""")
@@ -167,6 +194,36 @@ def render_issue(
     )
 
 
+def render_for_sections(
+    content: IssueContent,
+    settings: Settings,
+    templates_dirs: Sequence[Path],
+    sections: Sequence[str],
+) -> SectionsEmail | None:
+    """The email parts, with markers, for readers who chose `sections`; None when the issue
+    has no story in any of them (such a reader gets no message this week).
+
+    Rendered like the full issue, less the web edition and the checks, which are the full
+    issue's business: one of these is made per combination of sections a send meets.
+    """
+    chosen = content.only(sections)
+    if not chosen.teasers:
+        return None
+    env = _environment(tuple(Path(d) for d in templates_dirs))
+    subject = _subject(chosen.week, settings)
+    preheader = _preheader(chosen, settings)
+    shown = tuple(sections)
+    context = {
+        **_context(chosen, settings, subject, preheader, recipient=_MARKERS),
+        "reader_sections": shown,
+    }
+    css = _render_template(env, CSS_TEMPLATE, context)
+    html = _inline(_compile(_render_template(env, HTML_TEMPLATE, context)), css)
+    html = _tag_contexts(_with_pixel(html, open_pixel(settings, str(chosen.week))))
+    text = _tidy_text(_render_template(env, TEXT_TEMPLATE, context))
+    return SectionsEmail(html, text, len(chosen.teasers))
+
+
 def personalise(template: str, fields: PersonalFields, *, html: bool) -> str:
     """Fill a rendered template's markers with one subscriber's values, escaped for HTML
     the way lxml serialises them, or verbatim for the text part."""
@@ -176,9 +233,10 @@ def personalise(template: str, fields: PersonalFields, *, html: bool) -> str:
         "EMAIL": shown.email,
         "NAME": shown.name,
         "READER": shown.reader,
+        "PREFERENCES_URL": shown.preferences_url,
     }
 
-    def replace(match: re.Match[str]) -> str:
+    def fill(match: re.Match[str]) -> str:
         value = values[match[1]]
         context = match[2]
         if not html:
@@ -191,7 +249,7 @@ def personalise(template: str, fields: PersonalFields, *, html: bool) -> str:
             return _escape_text(value).replace("'", "&#39;")
         return _escape_attribute(value)
 
-    return PERSONAL_MARKER.sub(replace, template)
+    return PERSONAL_MARKER.sub(fill, template)
 
 
 def sample_fields(settings: Settings) -> PersonalFields:
@@ -201,17 +259,13 @@ def sample_fields(settings: Settings) -> PersonalFields:
         unsubscribe_url=f"{base}/u/preview-only-not-a-real-token",
         email="reader@example.org",
         name="Sample Reader",
+        preferences_url=f"{base}/p/preview-only-not-a-real-token",
     )
 
 
 def _shown(fields: PersonalFields) -> PersonalFields:
     """What the templates show: a subscriber without a name is greeted as a reader."""
-    return PersonalFields(
-        unsubscribe_url=fields.unsubscribe_url,
-        email=fields.email,
-        name=fields.name.strip() or ANONYMOUS_NAME,
-        reader=fields.reader,
-    )
+    return replace(fields, name=fields.name.strip() or ANONYMOUS_NAME)
 
 
 def _escape_text(value: str) -> str:
@@ -303,6 +357,8 @@ def _context(
         # Tracked addresses go in the email only, never in the web edition.
         "tracked": {} if recipient is None else _tracked(content, settings),
         "per_reader": settings.tracking.clicks == "per-reader",
+        # The sections a reader chose, for their copy's masthead; none in the full issue.
+        "reader_sections": (),
     }
 
 

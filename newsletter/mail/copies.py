@@ -178,8 +178,14 @@ _SENTINEL_READERS = ("2000-W01.1.CCCC", "2000-W01.22.DDDDDDDD")
 
 
 def _sentinel_fields(recipient: Recipient, url: str, reader: str) -> PersonalFields:
+    # The preferences address is the unsubscribe one with its path changed: it differs
+    # between the two sentinels as every personal field must.
     return PersonalFields(
-        unsubscribe_url=url, email=recipient.email, name=recipient.name, reader=reader
+        unsubscribe_url=url,
+        email=recipient.email,
+        name=recipient.name,
+        reader=reader,
+        preferences_url=url.replace("/u/", "/p/"),
     )
 
 

@@ -134,6 +134,10 @@ class MessageFactory:
         for a recipient whose address needs it. Without it, every relay is assumed to."""
         self.settings = settings
         self.tokens = tokens
+        # The preferences page is one per reader, whichever newsletter the message is from.
+        self.preferences_tokens = Tokens(
+            settings.secrets.secret_keys, settings.for_newsletter(None).list_id
+        )
         self.issue = issue
         self.dkim_key = dkim_key
         self.utf8_relay = utf8_relay
@@ -153,6 +157,14 @@ class MessageFactory:
         self.boundary = "=_nl_" + _digest(f"{settings.list_id}:{issue.issue_id}:boundary")[:24]
         self._fast = FastTemplate.learn(self)
 
+    def variant(self, html: str, text: str) -> MessageFactory:
+        """The same issue's messages with other parts: a reader's copy of only some sections.
+
+        Headers, tokens and the signing key are the issue's, so a copy differs only in body.
+        """
+        parts = replace(self.issue, html=html, text=text)
+        return MessageFactory(self.settings, self.tokens, parts, self.dkim_key, self.utf8_relay)
+
     @property
     def uses_template(self) -> bool:
         """Whether copies are made by substitution (the slow way is the fallback)."""
@@ -166,6 +178,10 @@ class MessageFactory:
             reader=self.clicks.reader(self.issue.week, recipient.subscriber_id or 0)
             if self.clicks is not None
             else "",
+            preferences_url=(
+                f"{self.base_url}/p/"
+                f"{self.preferences_tokens.preferences(recipient.subscriber_id or 0)}"
+            ),
         )
 
     def token(self, recipient: Recipient) -> str:
