@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter.errors import InputError
-from newsletter.subscribers.rules import normalise_email
+from newsletter.subscribers.addresses import normalise_email
 
 ATEXT = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-"
 DOMAINS = [

@@ -17,9 +17,10 @@ from sqlalchemy import delete, select
 from newsletter.app import App
 from newsletter.config import FeedSettings, NewsletterSettings
 from newsletter.db.models import Event, Subscriber, SubscriberStatus, Subscription
+from newsletter.subscribers.addresses import clean_name, normalise_email
 from newsletter.subscribers.csv import import_csv
 from newsletter.subscribers.export import export_csv
-from newsletter.subscribers.rules import add_address, clean_name, normalise_email
+from newsletter.subscribers.rules import add_address
 from newsletter.subscribers.subscriptions import STARTS_AS, pack_sections
 
 from .conftest import REPO, Cli

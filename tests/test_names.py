@@ -43,8 +43,9 @@ from newsletter.mail.headers import (
     to_value,
 )
 from newsletter.mail.message import IssueParts, MessageFactory
+from newsletter.subscribers.addresses import clean_name
 from newsletter.subscribers.csv import import_csv
-from newsletter.subscribers.rules import add_address, clean_name
+from newsletter.subscribers.rules import add_address
 from newsletter.untrusted import BIDI_CONTROLS, person_name
 from newsletter.web.endpoints import template_environment
 

@@ -19,7 +19,7 @@ from newsletter.app import App
 from newsletter.config import Settings
 from newsletter.db.models import Subscriber
 from newsletter.errors import InputError
-from newsletter.subscribers.rules import clean_name
+from newsletter.subscribers.addresses import clean_name
 from newsletter.web.endpoints import create_app
 from tests.conftest import Cli
 from tests.test_web import mails, served_form, snapshot, standing

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from email.parser import BytesHeaderParser
 
@@ -35,7 +34,7 @@ from newsletter.bounces.mailboxes import RawMessage, read_messages
 from newsletter.bounces.reports import Clue, Kind, Reading, Unreadable
 from newsletter.db.models import Delivery, DeliveryStatus, Event, EventKind, Issue, Subscriber
 from newsletter.errors import InputError
-from newsletter.mail.tokens import VERP_PREFIX, InvalidToken, Tokens
+from newsletter.mail.tokens import VERP_PREFIX, InvalidToken, Keyring
 from newsletter.runtime import Runtime
 from newsletter.subscribers import rules as subscribers
 
@@ -72,16 +71,8 @@ class _Target:
     newsletter: str | None = None  # whose token identified it; None: the address was named
 
 
-# Each newsletter's slug with the tokens it signs.
-Signers = Sequence[tuple[str, Tokens]]
-
-
 def process_bounces(app: Runtime, source: str) -> BounceReport:
-    settings = app.settings
-    tokens = [
-        (slug, Tokens(settings.secrets.secret_keys, settings.for_newsletter(slug).list_id))
-        for slug in settings.slugs
-    ]
+    tokens = Keyring(app.settings)
     report = BounceReport()
     messages = read_messages(
         source,
@@ -111,7 +102,7 @@ def process_bounces(app: Runtime, source: str) -> BounceReport:
 
 
 def _process(
-    app: Runtime, tokens: Signers, raw: RawMessage, reading: Reading, report: BounceReport
+    app: Runtime, tokens: Keyring, raw: RawMessage, reading: Reading, report: BounceReport
 ) -> None:
     verp = bool(app.settings.delivery.bounce_domain)
     try:
@@ -142,7 +133,7 @@ def _delay(reading: Reading) -> str:
     return f"a delay report{about}{status}: the server is still trying; a delay is not a failure"
 
 
-def _identify(session: Session, tokens: Signers, reading: Reading, *, verp: bool) -> _Target | str:
+def _identify(session: Session, tokens: Keyring, reading: Reading, *, verp: bool) -> _Target | str:
     """The subscriber the report proves it is about, or why it is not acted on."""
     invalid: list[Clue] = []
     for clue in reading.clues:
@@ -172,10 +163,10 @@ def _identify(session: Session, tokens: Signers, reading: Reading, *, verp: bool
     return _unproven(reading, invalid, verp=verp)
 
 
-def _verify(tokens: Signers, clue: Clue) -> tuple[str, tuple[int, int | None]] | None:
+def _verify(tokens: Keyring, clue: Clue) -> tuple[str, tuple[int, int | None]] | None:
     """The newsletter whose signature the clue carries, with (subscriber id, issue id if
     known); None if it is no newsletter's."""
-    for slug, signer in tokens:
+    for slug, signer in tokens.by_slug.items():
         if clue.verp:
             ids = signer.read_verp(clue.value)
             if ids is not None:

@@ -42,7 +42,8 @@ from newsletter.issue.render import IssueContent, archive_url, draft_url, render
 from newsletter.mail.headers import Recipient
 from newsletter.mail.message import DkimKey, IssueParts, MessageFactory
 from newsletter.mail.tokens import Tokens
-from newsletter.subscribers.rules import find, normalise_email
+from newsletter.subscribers.addresses import normalise_email
+from newsletter.subscribers.rules import find
 from newsletter.subscribers.subscriptions import receiving
 from newsletter.transport.outbox import (
     PermanentFailure,

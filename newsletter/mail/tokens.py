@@ -1,20 +1,22 @@
-"""Signed tokens for unsubscribe, confirm, draft and bounce addresses.
+"""Signed tokens for unsubscribe, preferences, confirm, draft and bounce addresses.
 
 A token names a subscriber by id, never by address, and is bound to one list and one purpose
 by its salt, so an unsubscribe token cannot confirm anyone and a token for one list means
 nothing to another. Signatures are HMAC-SHA256 and checked in constant time by itsdangerous.
 Unsubscribe and bounce tokens never expire (a reader may act on an old issue); confirmation
 tokens do. Several keys may be configured, newest first: the first signs, all verify, so a key
-can be rotated without breaking links already sent.
+can be rotated without breaking links already sent. Each newsletter is a list of its own,
+so `Keyring` holds every newsletter's tokens and tells which one a link belongs to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from itsdangerous import (
     BadData,
@@ -25,8 +27,10 @@ from itsdangerous import (
 )
 from itsdangerous.encoding import base64_encode
 
-from newsletter.config import check_secret_keys
+from newsletter.config import Settings, check_secret_keys
 from newsletter.errors import NewsletterError
+
+T = TypeVar("T")
 
 
 class InvalidToken(NewsletterError):
@@ -191,3 +195,36 @@ def _int(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidToken("malformed token")
     return value
+
+
+class Keyring:
+    """Every newsletter's tokens, the default newsletter's first.
+
+    Links of the preferences page and the subscribe form's challenge are the default
+    newsletter's whichever message or page they came from; every other link is signed by
+    the newsletter it concerns.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        keys = settings.secrets.secret_keys
+        self.by_slug = {
+            slug: Tokens(keys, settings.for_newsletter(slug).list_id) for slug in settings.slugs
+        }
+
+    @property
+    def default(self) -> Tokens:
+        return next(iter(self.by_slug.values()))
+
+    def read(self, reader: Callable[[Tokens], T]) -> tuple[str, T]:
+        """The newsletter whose tokens `reader` accepts, and what it read.
+
+        Where none does, the most telling refusal is raised: an expired link of one
+        newsletter says it expired, rather than that every other newsletter disowns it.
+        """
+        refusals: list[InvalidToken] = []
+        for slug, tokens in self.by_slug.items():
+            try:
+                return slug, reader(tokens)
+            except InvalidToken as error:
+                refusals.append(error)
+        raise next((e for e in refusals if "expired" in e.message), refusals[0])

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 from newsletter.db.models import SubscriberStatus
 from newsletter.errors import InputError
+from newsletter.subscribers.addresses import clean_name, normalise_email
 from newsletter.subscribers.choices import split
-from newsletter.subscribers.rules import clean_name, normalise_email
 
 ACTIVE, UNSUBSCRIBED = SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED
 UTC_ZONE = ZoneInfo("UTC")

@@ -14,10 +14,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from jinja2 import Environment
 from sqlalchemy.orm import Session
@@ -26,10 +26,11 @@ from newsletter.config import Settings
 from newsletter.db.models import EventKind, Subscriber, SubscriberStatus, SubscriptionStatus
 from newsletter.errors import DeliveryError, InputError
 from newsletter.mail import confirmation
-from newsletter.mail.tokens import InvalidToken, Tokens
+from newsletter.mail.tokens import InvalidToken, Keyring, Tokens
 from newsletter.runtime import Runtime
 from newsletter.subscribers import rules as subscribers
 from newsletter.subscribers import subscriptions, throttle
+from newsletter.subscribers.addresses import clean_name, normalise_email
 from newsletter.subscribers.preferences import carried_sections, known, mask
 from newsletter.transport.base import Transport
 
@@ -42,7 +43,6 @@ class Mailing(Runtime, Protocol):
 
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CONSENT_TEMPLATE = "web/consent.html.j2"
 CONFIRMATION_INTERVAL = timedelta(hours=24)
@@ -53,39 +53,6 @@ CONFIRMATION_INTERVAL = timedelta(hours=24)
 FORM_MIN_AGE = timedelta(seconds=2)
 FORM_MAX_AGE = timedelta(hours=12)
 PER_ADDRESS = throttle.Limit("address", 1, CONFIRMATION_INTERVAL)
-
-
-class Keyring:
-    """Every newsletter's tokens, the default newsletter's first.
-
-    Links of the preferences page and the subscribe form's challenge are the default
-    newsletter's whichever message or page they came from; every other link is signed by
-    the newsletter it concerns.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        keys = settings.secrets.secret_keys
-        self.by_slug = {
-            slug: Tokens(keys, settings.for_newsletter(slug).list_id) for slug in settings.slugs
-        }
-
-    @property
-    def default(self) -> Tokens:
-        return next(iter(self.by_slug.values()))
-
-    def read(self, reader: Callable[[Tokens], T]) -> tuple[str, T]:
-        """The newsletter whose tokens `reader` accepts, and what it read.
-
-        Where none does, the most telling refusal is raised: an expired link of one
-        newsletter says it expired, rather than that every other newsletter disowns it.
-        """
-        refusals: list[InvalidToken] = []
-        for slug, tokens in self.by_slug.items():
-            try:
-                return slug, reader(tokens)
-            except InvalidToken as error:
-                refusals.append(error)
-        raise next((e for e in refusals if "expired" in e.message), refusals[0])
 
 
 @dataclass(frozen=True)
@@ -319,7 +286,7 @@ def request_subscription(
     """
     if form.honeypot:
         return SignupResult(Answer.ACCEPTED)
-    address = subscribers.normalise_email(form.email)
+    address = normalise_email(form.email)
     settings = app.settings
     wanted = chosen(settings, form.newsletters, form.sections)
     now = app.clock.now()
@@ -331,7 +298,7 @@ def request_subscription(
             "our mail server cannot deliver to an address with non-ASCII characters before the @",
             hint="please use another address",
         )
-    clean_name = subscribers.clean_name(form.name)
+    name = clean_name(form.name)
     consent = consent_version(templates, settings)
     address_key = throttle.key_for(settings.secrets.secret_keys[0], PER_ADDRESS, address)
     with app.transaction() as session:
@@ -344,7 +311,7 @@ def request_subscription(
             subscriber = subscribers.create(
                 session,
                 address,
-                name=clean_name,
+                name=name,
                 status=SubscriberStatus.PENDING,
                 at=now,
                 source="form",

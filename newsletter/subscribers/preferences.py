@@ -20,6 +20,7 @@ from newsletter.db.models import EventKind, Subscriber, SubscriberStatus, Subscr
 from newsletter.errors import InputError
 from newsletter.runtime import Runtime
 from newsletter.subscribers import rules, subscriptions
+from newsletter.subscribers.addresses import clean_name
 
 SOURCE = "preferences"
 _LIVE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
@@ -168,7 +169,7 @@ def _plan(settings: Settings, wanted: Wanted) -> _Plan:
     sections = {
         slug: carried_sections(settings, slug, wanted.sections.get(slug, ())) for slug in offered
     }
-    name = None if wanted.name is None else rules.clean_name(wanted.name)
+    name = None if wanted.name is None else clean_name(wanted.name)
     return _Plan(offered, joined, sections, name)
 
 

@@ -24,8 +24,9 @@ from newsletter.db.models import (
 )
 from newsletter.errors import ConfigError, NotFoundError
 from newsletter.runtime import Runtime
+from newsletter.subscribers.addresses import normalise_email
 from newsletter.subscribers.forgotten import digest, forgotten_among
-from newsletter.subscribers.rules import find, normalise_email
+from newsletter.subscribers.rules import find
 
 _RECORD = (
     "email",

@@ -12,8 +12,7 @@ from jinja2 import Environment
 
 from newsletter.app import App
 from newsletter.config import NewsletterSettings
-from newsletter.mail.tokens import InvalidToken
-from newsletter.subscribers.membership import Keyring
+from newsletter.mail.tokens import InvalidToken, Keyring
 
 ERROR_TEXT = {
     400: "The request could not be understood. Please use the button on the page.",
