@@ -363,8 +363,12 @@ def _context(
 
 
 def archive_url(settings: Settings, week: Week) -> str:
-    """Where "View in browser" points: the issue's page in the archive, once it is sent."""
-    return f"{settings.newsletter.base_url.rstrip('/')}/archive/{week}"
+    """Where "View in browser" points: the issue's page in the archive, once it is sent.
+    Another newsletter than the default names itself, as the archive's pages expect."""
+    url = f"{settings.newsletter.base_url.rstrip('/')}/archive/{week}"
+    if settings.newsletter.slug != settings.default_newsletter.slug:
+        url += f"?newsletter={settings.newsletter.slug}"
+    return url
 
 
 def draft_url(settings: Settings, token: str) -> str:
