@@ -1,5 +1,5 @@
 """What the send benchmarks share: Postfix's smtp-sink on a free loopback port, the paths of
-Postfix's tools, and the demo data both benchmarks send."""
+Postfix's tools, the demo data the benchmarks send, and readers of the default newsletter."""
 
 from __future__ import annotations
 
@@ -8,13 +8,52 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy import Connection, insert, literal, select
+
+from newsletter.db.models import Subscriber, SubscriberStatus, Subscription, SubscriptionStatus
 
 REPO = Path(__file__).resolve().parent.parent
 FEED = REPO / "newsletter" / "data" / "feed.xml"
 WEEK = "2024-W47"
 SINK = "/usr/sbin/smtp-sink"
 SOURCE = "/usr/sbin/smtp-source"
+
+
+def add_readers(connection: Connection, emails: list[str], now: datetime) -> None:
+    """Active subscribers of the default newsletter, every section, in two statements."""
+    connection.execute(
+        insert(Subscriber),
+        [
+            {
+                "email": email,
+                "name": f"Reader Number {n}",
+                "status": SubscriberStatus.ACTIVE,
+                "subscribed_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "confirmed_at": now,
+                "consent_source": "benchmark",
+                "soft_bounces": 0,
+            }
+            for n, email in enumerate(emails)
+        ],
+    )
+    connection.execute(
+        insert(Subscription).from_select(
+            ["subscriber_id", "newsletter", "status", "sections", "created_at", "updated_at"],
+            select(
+                Subscriber.id,
+                literal("weekly"),
+                literal(SubscriptionStatus.ACTIVE.value),
+                literal(""),
+                Subscriber.created_at,
+                Subscriber.updated_at,
+            ).where(Subscriber.email.in_(emails)),
+        )
+    )
 
 
 def free_port() -> int:

@@ -28,11 +28,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from postfix import FEED, REPO, SINK, SOURCE, WEEK, free_port, smtp_sink
-from sqlalchemy import create_engine, insert, text
+from postfix import FEED, REPO, SINK, SOURCE, WEEK, add_readers, free_port, smtp_sink
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-from newsletter.db.models import Subscriber, SubscriberStatus
 
 
 class DelayProxy:
@@ -137,22 +135,8 @@ def prepare(url: str, workdir: Path, count: int) -> None:
     moment = datetime.now(UTC)
     with engine.begin() as connection:
         for start in range(0, count, 20_000):
-            connection.execute(
-                insert(Subscriber),
-                [
-                    {
-                        "email": f"reader{n}@example{n % 50}.org",
-                        "name": f"Reader {n}",
-                        "status": SubscriberStatus.ACTIVE,
-                        "subscribed_at": moment,
-                        "created_at": moment,
-                        "updated_at": moment,
-                        "confirmed_at": moment,
-                        "consent_source": "benchmark",
-                    }
-                    for n in range(start, min(start + 20_000, count))
-                ],
-            )
+            numbers = range(start, min(start + 20_000, count))
+            add_readers(connection, [f"reader{n}@example{n % 50}.org" for n in numbers], moment)
     engine.dispose()
     for args in (("articles", "fetch", str(FEED)), ("issue", "build", "--week", WEEK)):
         subprocess.run([*run, *args], cwd=workdir, env=env, check=True, capture_output=True)

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from postfix import FEED, REPO, SOURCE, WEEK, smtp_sink
+from postfix import FEED, REPO, SOURCE, WEEK, add_readers, smtp_sink
 
 ARTICLES = {"demo": None, "six": 6}
 KEY = "benchmark-key-long-enough-for-the-32-byte-rule"
@@ -97,10 +97,9 @@ def newsletter(env: dict[str, str], *args: str, against: str = "none") -> None:
 def prepare(folder: Path, count: int, articles: int | None) -> tuple[Path, Path]:
     """A database with `count` active subscribers and the issue built, and one copy of its
     message (for smtp-source)."""
-    from sqlalchemy import create_engine, insert
+    from sqlalchemy import create_engine
 
     from newsletter.clock import SystemClock
-    from newsletter.db.models import Subscriber, SubscriberStatus
 
     database = folder / "bench.db"
     env = environment(database, f"outbox:{folder / 'sample'}", articles)
@@ -109,23 +108,10 @@ def prepare(folder: Path, count: int, articles: int | None) -> tuple[Path, Path]
     engine = create_engine(f"sqlite:///{database}")
     with engine.begin() as connection:
         for start in range(0, count, 10_000):
-            connection.execute(
-                insert(Subscriber),
-                [
-                    {
-                        "email": f"reader{n:07d}@example.org",
-                        "name": f"Reader Number {n}",
-                        "status": SubscriberStatus.ACTIVE,
-                        "subscribed_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                        "confirmed_at": now,
-                        "consent_source": "benchmark",
-                        "soft_bounces": 0,
-                    }
-                    for n in range(start, min(start + 10_000, count))
-                ],
-            )
+            emails = [
+                f"reader{n:07d}@example.org" for n in range(start, min(start + 10_000, count))
+            ]
+            add_readers(connection, emails, now)
     engine.dispose()
     newsletter(env, "articles", "fetch", str(FEED))
     newsletter(env, "issue", "build", "--week", WEEK)
