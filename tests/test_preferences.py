@@ -391,7 +391,8 @@ def test_one_click_from_a_message_of_the_second_newsletter_keeps_the_first(
     html = message.get_body(("html",))
     assert html is not None
     browser = re.findall(r'href="([^"]*/archive/[^"]*)"', html.get_content())
-    assert browser and all(url.endswith("?newsletter=brief") for url in browser), browser
+    assert browser
+    assert all(url.endswith("?newsletter=brief") for url in browser), browser
     [link] = [
         link
         for link in re.findall(r"<([^>]+)>", str(message["List-Unsubscribe"]))

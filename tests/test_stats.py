@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session
 
 from newsletter.app import App
+from newsletter.config import NewsletterSettings
 from newsletter.db.models import (
     Delivery,
     DeliveryStatus,
@@ -170,6 +172,38 @@ def test_growth_per_week_in_the_publication_time_zone(app: App) -> None:
         ("2024-W46", 1, 0, 1, 0),
         ("2024-W47", 1, 1, 0, 1),
     ]
+
+
+def test_growth_counts_a_newsletter_s_own_changes_and_those_of_whole_addresses(
+    app: App,
+) -> None:
+    """Joining or leaving the brief is the brief's; a bounce stops every newsletter."""
+    brief_settings = replace(
+        app.settings, newsletters=(*app.settings.newsletters, NewsletterSettings(slug="brief"))
+    )
+    weekly = replace(app, settings=brief_settings.for_newsletter("weekly"))
+    brief = replace(app, settings=brief_settings.for_newsletter("brief"))
+    at = datetime(2024, 11, 19, 12, 0, tzinfo=UTC)  # 2024-W47
+    with app.transaction() as session:
+        jane = _person(session, 1, at)  # joins the weekly
+        omar = subscribers.create(
+            session,
+            "omar@example.com",
+            name="Omar",
+            status=SubscriberStatus.ACTIVE,
+            at=at,
+            source="test",
+            newsletter="brief",
+        )
+        subscribers.unsubscribe(session, jane, at=at, source="web", newsletter="weekly")
+        subscribers.mark_bounced(session, omar, at=at, source="bounce", detail="")
+
+    def this_week(app: App) -> tuple[int, int, int, int]:
+        g = growth(app, 1)[-1]
+        return g.added, g.confirmed, g.unsubscribed, g.bounced
+
+    assert this_week(weekly) == (1, 0, 1, 1)
+    assert this_week(brief) == (1, 0, 0, 1)
 
 
 def test_stats_command_table_and_json(cli: Cli, ledger: list[int]) -> None:

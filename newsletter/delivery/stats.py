@@ -217,7 +217,8 @@ def failure_reason(reply: str) -> str:
 
 
 def _unsubscribed_after(session: Session, issue: Issue) -> int:
-    """Recipients of this issue who left within a week of its start, by whatever door."""
+    """Recipients of this issue who left its newsletter (or everything) within a week of its
+    start, by whatever door."""
     if issue.send_started_at is None:
         return 0
     recipients = select(Delivery.subscriber_id).where(
@@ -226,6 +227,7 @@ def _unsubscribed_after(session: Session, issue: Issue) -> int:
     count = session.scalar(
         select(func.count(func.distinct(Event.subscriber_id))).where(
             Event.kind == EventKind.UNSUBSCRIBED,
+            Event.newsletter.in_((issue.newsletter, "")),
             Event.at >= issue.send_started_at,
             Event.at < issue.send_started_at + UNSUBSCRIBE_WINDOW,
             Event.subscriber_id.in_(recipients),
@@ -249,7 +251,9 @@ _GROWTH_KINDS = {
 
 
 def growth(app: Runtime, weeks: int) -> list[WeekGrowth]:
-    """The last `weeks` ISO weeks in the publication's time zone, oldest first, this week last."""
+    """The last `weeks` ISO weeks in the publication's time zone, oldest first, this week last:
+    the changes of the newsletter's subscriptions, and those of whole addresses (a bounce, a
+    confirmation, leaving everything), which count for every newsletter."""
     if weeks < 1:
         return []
     zone = app.settings.newsletter.zone
@@ -262,7 +266,12 @@ def growth(app: Runtime, weeks: int) -> list[WeekGrowth]:
     with app.transaction() as session:
         rows = session.execute(
             select(Event.kind, Event.at)
-            .where(Event.kind.in_(list(_GROWTH_KINDS)), Event.at >= start, Event.at < end)
+            .where(
+                Event.kind.in_(list(_GROWTH_KINDS)),
+                Event.newsletter.in_((app.settings.newsletter.slug, "")),
+                Event.at >= start,
+                Event.at < end,
+            )
             .execution_options(yield_per=5000)
         )
         for kind, at in rows:
