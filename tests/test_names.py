@@ -33,7 +33,8 @@ from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.feeds.store import fetch_sources
 from newsletter.issue.build import build_issue
 from newsletter.issue.periods import Week
-from newsletter.issue.render import ANONYMOUS_NAME, render_issue
+from newsletter.issue.personal import ANONYMOUS_NAME
+from newsletter.issue.render import render_issue
 from newsletter.mail.confirmation import build as build_confirmation
 from newsletter.mail.headers import (
     HeaderInjectionError,

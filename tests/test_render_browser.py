@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import NewsletterSettings, Settings
-from newsletter.issue.render import PersonalFields, personalise, render_issue
+from newsletter.issue.personal import PersonalFields, personalise
+from newsletter.issue.render import render_issue
 from tests.sample_issue import IMAGES, sample_issue
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -15,7 +15,8 @@ import pytest
 
 from newsletter.config import NewsletterSettings, Settings
 from newsletter.issue.contrast import AA_LARGE, AA_NORMAL, ratio
-from newsletter.issue.render import PersonalFields, personalise, render_issue
+from newsletter.issue.personal import PersonalFields, personalise
+from newsletter.issue.render import render_issue
 from tests.sample_issue import sample_issue
 from tests.test_render_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, PACKAGED
 

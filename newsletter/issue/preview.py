@@ -21,7 +21,7 @@ from newsletter.issue.build import Editing, find_issue, select_now, store
 from newsletter.issue.listing import resolve_week
 from newsletter.issue.live import Refresh, refresh_draft
 from newsletter.issue.periods import Week
-from newsletter.issue.render import personalise, sample_fields
+from newsletter.issue.personal import personalise, sample_fields
 from newsletter.issue.templates import templates_digest
 
 

@@ -17,12 +17,11 @@ import re
 import traceback
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -35,22 +34,27 @@ from newsletter.errors import ConfigError, RenderError
 from newsletter.issue.checks import GMAIL_CLIP_BYTES, audit
 from newsletter.issue.contrast import palette
 from newsletter.issue.periods import Week
+from newsletter.issue.personal import (
+    MARKERS,
+    PersonalFields,
+    personalise,
+    sample_fields,
+    shown,
+    tag_contexts,
+)
 from newsletter.issue.text import html_to_text, wrap
 from newsletter.tracking.links import article_links, open_pixel
 
 __all__ = [
     "GMAIL_CLIP_BYTES",
     "IssueContent",
-    "PersonalFields",
     "RenderedIssue",
     "SectionsEmail",
     "Teaser",
     "archive_url",
     "draft_url",
-    "personalise",
     "render_for_sections",
     "render_issue",
-    "sample_fields",
 ]
 
 HTML_TEMPLATE = "email/roundup.mjml.j2"
@@ -58,7 +62,6 @@ TEXT_TEMPLATE = "email/roundup.txt.j2"
 CSS_TEMPLATE = "email/roundup.css.j2"
 PREHEADER_MIN = 40
 PREHEADER_MAX = 100
-ANONYMOUS_NAME = "reader"
 
 
 @dataclass(frozen=True)
@@ -116,35 +119,6 @@ class SectionsEmail:
     stories: int
 
 
-@dataclass(frozen=True)
-class PersonalFields:
-    unsubscribe_url: str
-    email: str
-    name: str
-    # The reader's click token, in `[tracking] clicks = "per-reader"` mode only.
-    reader: str = ""
-    # The reader's preferences page (newsletters, sections, name).
-    preferences_url: str = ""
-
-
-_MARKERS = PersonalFields(
-    unsubscribe_url="NLP-UNSUBSCRIBE_URL-0D1C",
-    email="NLP-EMAIL-0D1C",
-    name="NLP-NAME-0D1C",
-    reader="NLP-READER-0D1C",
-    preferences_url="NLP-PREFERENCES_URL-0D1C",
-)
-# Where a personal field sits in the rendered template; public so the message builder can
-# find the same places when it splits the MIME template around them.
-PERSONAL_MARKER = re.compile(
-    r"NLP-(UNSUBSCRIBE_URL|EMAIL|NAME|READER|PREFERENCES_URL)-0D1C(?:-(S?ATTR|S?URI))?"
-)
-_TAG = re.compile(r"<[a-zA-Z][^>]*>")
-# lxml quotes a value with ' when it contains " (and no '), so both quotings occur.
-_ATTRIBUTE = re.compile(r"""([\w:.-]+)=("[^"]*"|'[^']*')""")
-# The attributes lxml serialises as URLs (percent-encoding what is not ASCII).
-_URL_ATTRIBUTES = frozenset({"href", "src", "action"})
-_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _IMG_WITHOUT_BORDER = re.compile(r"<img\b(?![^>]*\bborder=)")
 _IGNORE = ' data-premailer="ignore"'
@@ -172,10 +146,10 @@ def render_issue(
         context = _context(content, settings, subject, preheader, recipient=who)
         return _inline(_compile(_render_template(env, HTML_TEMPLATE, context)), css)
 
-    person = _shown(recipient) if recipient is not None else _MARKERS
+    person = shown(recipient) if recipient is not None else MARKERS
     html = _with_pixel(html_for(person), open_pixel(settings, str(content.week)))
     if recipient is None:
-        html = _tag_contexts(html)
+        html = tag_contexts(html)
     text = _tidy_text(
         _render_template(
             env, TEXT_TEMPLATE, _context(content, settings, subject, preheader, recipient=person)
@@ -214,83 +188,14 @@ def render_for_sections(
     preheader = _preheader(chosen, settings)
     shown = tuple(sections)
     context = {
-        **_context(chosen, settings, subject, preheader, recipient=_MARKERS),
+        **_context(chosen, settings, subject, preheader, recipient=MARKERS),
         "reader_sections": shown,
     }
     css = _render_template(env, CSS_TEMPLATE, context)
     html = _inline(_compile(_render_template(env, HTML_TEMPLATE, context)), css)
-    html = _tag_contexts(_with_pixel(html, open_pixel(settings, str(chosen.week))))
+    html = tag_contexts(_with_pixel(html, open_pixel(settings, str(chosen.week))))
     text = _tidy_text(_render_template(env, TEXT_TEMPLATE, context))
     return SectionsEmail(html, text, len(chosen.teasers))
-
-
-def personalise(template: str, fields: PersonalFields, *, html: bool) -> str:
-    """Fill a rendered template's markers with one subscriber's values, escaped for HTML
-    the way lxml serialises them, or verbatim for the text part."""
-    shown = _shown(fields)
-    values = {
-        "UNSUBSCRIBE_URL": shown.unsubscribe_url,
-        "EMAIL": shown.email,
-        "NAME": shown.name,
-        "READER": shown.reader,
-        "PREFERENCES_URL": shown.preferences_url,
-    }
-
-    def fill(match: re.Match[str]) -> str:
-        value = values[match[1]]
-        context = match[2]
-        if not html:
-            return value
-        if not context:
-            return _escape_text(value)
-        if context.endswith("URI"):
-            value = quote(value.lstrip(" \t\n\r\f"), safe=_URL_SAFE)
-        if context.startswith("S"):
-            return _escape_text(value).replace("'", "&#39;")
-        return _escape_attribute(value)
-
-    return PERSONAL_MARKER.sub(fill, template)
-
-
-def sample_fields(settings: Settings) -> PersonalFields:
-    """Harmless values for previews and checks, shaped like a real subscriber's."""
-    base = settings.newsletter.base_url.rstrip("/")
-    return PersonalFields(
-        unsubscribe_url=f"{base}/u/preview-only-not-a-real-token",
-        email="reader@example.org",
-        name="Sample Reader",
-        preferences_url=f"{base}/p/preview-only-not-a-real-token",
-    )
-
-
-def _shown(fields: PersonalFields) -> PersonalFields:
-    """What the templates show: a subscriber without a name is greeted as a reader."""
-    return replace(fields, name=fields.name.strip() or ANONYMOUS_NAME)
-
-
-def _escape_text(value: str) -> str:
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _escape_attribute(value: str) -> str:
-    return _escape_text(value).replace('"', "&quot;")
-
-
-def _tag_contexts(html: str) -> str:
-    """Mark each marker that sits inside a tag as an attribute (or URL attribute) value."""
-
-    def in_attribute(match: re.Match[str]) -> str:
-        kind = "URI" if match[1].lower() in _URL_ATTRIBUTES else "ATTR"
-        if match[2].startswith("'"):
-            kind = f"S{kind}"
-        value = PERSONAL_MARKER.sub(lambda m: f"{m[0]}-{kind}", match[2])
-        return f"{match[1]}={value}"
-
-    def in_tag(match: re.Match[str]) -> str:
-        tag = match[0]
-        return _ATTRIBUTE.sub(in_attribute, tag) if "NLP-" in tag else tag
-
-    return _TAG.sub(in_tag, html)
 
 
 @functools.lru_cache(maxsize=8)

@@ -21,7 +21,7 @@ from email.headerregistry import Address
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from newsletter.issue.render import PERSONAL_MARKER, PersonalFields, personalise
+from newsletter.issue.personal import PERSONAL_MARKER, PersonalFields, personalise
 from newsletter.mail.headers import (
     CRLF,
     MAX_LINE,

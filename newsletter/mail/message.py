@@ -24,7 +24,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, DeliveryError
-from newsletter.issue.render import PersonalFields, personalise
+from newsletter.issue.personal import PersonalFields, personalise
 from newsletter.mail.copies import FastTemplate
 from newsletter.mail.headers import (
     POLICY,
