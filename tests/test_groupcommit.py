@@ -11,8 +11,8 @@ from sqlalchemy.exc import OperationalError
 
 from newsletter.app import App
 from newsletter.db.models import Delivery, DeliveryStatus, Issue
+from newsletter.delivery.group_commit import GroupCommit
 from newsletter.delivery.ledger import Claimed, Ledger, Step
-from newsletter.delivery.loop import GroupCommit
 
 from .test_delivery import built, subscribe
 

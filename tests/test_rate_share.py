@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, func, select
 from newsletter.app import App
 from newsletter.clock import FixedClock
 from newsletter.db.models import Delivery, DeliveryStatus, Issue, IssueStatus
-from newsletter.delivery.ledger import SENDER_STALE_SECONDS, Ledger
+from newsletter.delivery.ledger import Ledger
+from newsletter.delivery.rate_share import SENDER_STALE_SECONDS, heartbeat, leave
 
 from .conftest import Cli
 from .faultsmtp import FaultPolicy, FaultServer
@@ -44,16 +45,16 @@ def _sent_times(database_url: str) -> list[datetime]:
 
 def test_heartbeats_count_the_connections_of_live_senders(app: App, clock: FixedClock) -> None:
     ledger = Ledger(app, _issue(app))
-    assert ledger.heartbeat("host-a:1", 4, clock.now()) == 4
-    assert ledger.heartbeat("host-b:2", 2, clock.now()) == 6
-    assert ledger.heartbeat("host-a:1", 4, clock.now()) == 6  # a repeat beat is not a sender
+    assert heartbeat(ledger, "host-a:1", 4, clock.now()) == 4
+    assert heartbeat(ledger, "host-b:2", 2, clock.now()) == 6
+    assert heartbeat(ledger, "host-a:1", 4, clock.now()) == 6  # a repeat beat is not a sender
 
     clock.advance(SENDER_STALE_SECONDS + 1)
-    assert ledger.heartbeat("host-a:1", 4, clock.now()) == 4  # b died: its share comes back
+    assert heartbeat(ledger, "host-a:1", 4, clock.now()) == 4  # b died: its share comes back
 
-    ledger.heartbeat("host-b:2", 2, clock.now())
-    ledger.leave("host-a:1")
-    assert ledger.heartbeat("host-b:2", 2, clock.now() + timedelta(seconds=1)) == 2
+    heartbeat(ledger, "host-b:2", 2, clock.now())
+    leave(ledger, "host-a:1")
+    assert heartbeat(ledger, "host-b:2", 2, clock.now() + timedelta(seconds=1)) == 2
 
 
 def test_senders_starting_together_see_each_other(app: App, database_url: str) -> None:
@@ -65,7 +66,7 @@ def test_senders_starting_together_see_each_other(app: App, database_url: str) -
 
     def beat(name: str, start: threading.Barrier, totals: list[int]) -> None:
         start.wait(10)
-        totals.append(ledger.heartbeat(name, 1, app.clock.now()))
+        totals.append(heartbeat(ledger, name, 1, app.clock.now()))
 
     for attempt in range(20):
         start = threading.Barrier(2)

@@ -28,7 +28,6 @@ from sqlalchemy import (
     Connection,
     Table,
     bindparam,
-    delete,
     exists,
     func,
     insert,
@@ -43,8 +42,6 @@ from newsletter.db.models import (
     CLAIMABLE_STATUSES,
     Delivery,
     DeliveryStatus,
-    Issue,
-    Sender,
     Subscriber,
     SubscriberStatus,
     Subscription,
@@ -56,8 +53,6 @@ from newsletter.subscribers.rules import mark_bounced
 from newsletter.subscribers.subscriptions import receiving
 
 TABLE = cast(Table, Delivery.__table__)
-SENDERS = cast(Table, Sender.__table__)
-SENDER_STALE_SECONDS = 15.0  # a sender not heard from for this long no longer takes a share
 D = TABLE.c
 PENDING = CLAIMABLE_STATUSES
 MAX_REPLY = 1000
@@ -416,42 +411,6 @@ class Ledger:
         if not candidates:
             return None
         return max((min(candidates) - now).total_seconds(), 0.0)
-
-    def heartbeat(self, worker_id: str, connections: int, now: datetime) -> int:
-        """Say this sender is alive; returns the connections of every sender seen lately.
-
-        Each sender takes `rate * its connections / that total`, so the configured rate
-        holds across machines and is taken up again when a sender stops or dies.
-        Heartbeats for one issue take turns on its row: two senders starting together
-        would otherwise each count only itself, and both take the whole rate.
-        """
-        with self.app.engine.begin() as connection:
-            connection.execute(select(Issue.id).where(Issue.id == self.issue_id).with_for_update())
-            seen = connection.execute(
-                update(SENDERS)
-                .where(SENDERS.c.worker_id == worker_id)
-                .values(connections=connections, seen_at=now)
-            )
-            if not seen.rowcount:
-                connection.execute(
-                    insert(SENDERS).values(
-                        issue_id=self.issue_id,
-                        worker_id=worker_id,
-                        connections=connections,
-                        seen_at=now,
-                    )
-                )
-            total = connection.execute(
-                select(func.sum(SENDERS.c.connections)).where(
-                    SENDERS.c.issue_id == self.issue_id,
-                    SENDERS.c.seen_at >= now - timedelta(seconds=SENDER_STALE_SECONDS),
-                )
-            ).scalar()
-        return max(int(total or 0), connections)
-
-    def leave(self, worker_id: str) -> None:
-        with self.app.engine.begin() as connection:
-            connection.execute(delete(SENDERS).where(SENDERS.c.worker_id == worker_id))
 
     def counts(self) -> dict[DeliveryStatus, int]:
         with self.app.engine.connect() as connection:

@@ -10,12 +10,20 @@ start, or after it had nothing to do) holds back for a heartbeat and a half firs
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import Table, delete, func, insert, select, update
+
 from newsletter.clock import Clock, pause
+from newsletter.db.models import Issue, Sender
 from newsletter.delivery.ledger import Ledger
 from newsletter.delivery.rate import TokenBucket
 
 HEARTBEAT_SECONDS = 2.0
 JOIN_SECONDS = 1.5 * HEARTBEAT_SECONDS
+SENDER_STALE_SECONDS = 15.0  # a sender not heard from for this long no longer takes a share
+SENDERS = cast(Table, Sender.__table__)
 
 
 class RateShare:
@@ -30,7 +38,7 @@ class RateShare:
 
     def beat(self, active: int) -> None:
         """Record how many of this sender's connections have work, and set its rate."""
-        total = self.ledger.heartbeat(self.worker_id, active, self.clock.now())
+        total = heartbeat(self.ledger, self.worker_id, active, self.clock.now())
         if not active:
             self._part = None
             return
@@ -49,4 +57,42 @@ class RateShare:
         await self.bucket.acquire()
 
     def leave(self) -> None:
-        self.ledger.leave(self.worker_id)
+        leave(self.ledger, self.worker_id)
+
+
+def heartbeat(ledger: Ledger, worker_id: str, connections: int, now: datetime) -> int:
+    """Say this sender is alive; returns the connections of every sender seen lately.
+
+    Each sender takes `rate * its connections / that total`, so the configured rate
+    holds across machines and is taken up again when a sender stops or dies.
+    Heartbeats for one issue take turns on its row: two senders starting together
+    would otherwise each count only itself, and both take the whole rate.
+    """
+    with ledger.app.engine.begin() as connection:
+        connection.execute(select(Issue.id).where(Issue.id == ledger.issue_id).with_for_update())
+        seen = connection.execute(
+            update(SENDERS)
+            .where(SENDERS.c.worker_id == worker_id)
+            .values(connections=connections, seen_at=now)
+        )
+        if not seen.rowcount:
+            connection.execute(
+                insert(SENDERS).values(
+                    issue_id=ledger.issue_id,
+                    worker_id=worker_id,
+                    connections=connections,
+                    seen_at=now,
+                )
+            )
+        total = connection.execute(
+            select(func.sum(SENDERS.c.connections)).where(
+                SENDERS.c.issue_id == ledger.issue_id,
+                SENDERS.c.seen_at >= now - timedelta(seconds=SENDER_STALE_SECONDS),
+            )
+        ).scalar()
+    return max(int(total or 0), connections)
+
+
+def leave(ledger: Ledger, worker_id: str) -> None:
+    with ledger.app.engine.begin() as connection:
+        connection.execute(delete(SENDERS).where(SENDERS.c.worker_id == worker_id))
