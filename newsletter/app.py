@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,8 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.clock import Clock, SystemClock
 from newsletter.config import Settings
 from newsletter.db import session as db
-from newsletter.feeds.fetch import Fetcher, HttpFetcher
 from newsletter.transport.outbox import Transport, open_transport
+
+if TYPE_CHECKING:
+    from newsletter.feeds.fetch import Fetcher
 
 
 @dataclass
@@ -64,6 +67,10 @@ class App:
     @property
     def fetcher(self) -> Fetcher:
         if self._fetcher is None:
+            # Imported on first use: httpx is a tenth of a send's memory, and only a fetch
+            # needs it.
+            from newsletter.feeds.fetch import HttpFetcher  # noqa: PLC0415
+
             self._fetcher = HttpFetcher(
                 timeout=self.settings.feeds.timeout, max_bytes=self.settings.feeds.max_bytes
             )

@@ -250,6 +250,11 @@ class IssueStatus(enum.StrEnum):
     SENT = "sent"
 
 
+# An issue in these has gone, at least in part, to readers: its articles are a record of what
+# they received, never changed by the feed and never sent in another issue.
+LOCKED_STATUSES = (IssueStatus.SENDING, IssueStatus.SENT)
+
+
 class Issue(Base):
     """One week's round-up; its rendered template is stored once and personalised per copy."""
 

@@ -17,7 +17,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.db.models import Article, Feed, Issue, IssueArticle, IssueStatus
+from newsletter.db.models import LOCKED_STATUSES, Article, Feed, Issue, IssueArticle
 from newsletter.errors import FeedError
 from newsletter.feeds.fetch import Fetcher, Validators
 from newsletter.feeds.parse import FeedEntry, FeedOptions, parse_feed
@@ -32,7 +32,6 @@ class Ingesting(Runtime, Protocol):
     def fetcher(self) -> Fetcher: ...
 
 
-LOCKED_STATUSES = (IssueStatus.SENDING, IssueStatus.SENT)
 MAX_ERROR = 300  # an exception's text can be long; one readable line is enough
 
 

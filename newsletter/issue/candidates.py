@@ -18,8 +18,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.db.models import Article, Issue, IssueArticle
-from newsletter.feeds.store import LOCKED_STATUSES
+from newsletter.db.models import LOCKED_STATUSES, Article, Issue, IssueArticle
 from newsletter.issue.periods import Periods, Week
 
 

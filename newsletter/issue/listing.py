@@ -8,8 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from newsletter.db.models import Article, Issue
-from newsletter.feeds.store import LOCKED_STATUSES
+from newsletter.db.models import LOCKED_STATUSES, Article, Issue
 from newsletter.issue.periods import Periods, Week
 from newsletter.runtime import Runtime
 

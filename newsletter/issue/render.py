@@ -27,7 +27,6 @@ from zoneinfo import ZoneInfo
 import jinja2
 import mjml
 from markupsafe import Markup
-from premailer import Premailer
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, RenderError
@@ -356,6 +355,10 @@ def _inline(html: str, css: str) -> str:
     """Inline the template's own CSS; MJML's head styles and media queries stay in <head>."""
     html = _PLAIN_STYLE.sub(rf"<style{_IGNORE}\1>", html)
     html = html.replace("<!doctype html>", "<!DOCTYPE html>", 1)
+    # Imported when an issue is rendered: with cssutils and requests it is a third of a
+    # send's memory, and a send whose issue is already rendered never needs it.
+    from premailer import Premailer  # noqa: PLC0415
+
     premailer = Premailer(
         html,
         css_text=[css],
