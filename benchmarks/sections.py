@@ -10,7 +10,7 @@ shared with other work is fair to both. Printed: the copies rendered for readers
 (at most 31: one per combination), messages per second of each send as the range over the
 rounds, and their ratio (the goal: 0.9 or more). Nothing is asserted. The renders are a
 fixed cost of about a second in all (some 30 ms each), so the ratio is lower for small lists
-(0.75-0.9 at 3,000 readers on a busy two-core machine) and nears 1 as the list grows.
+(0.73-0.88 at 3,000 readers on a busy two-core machine) and nears 1 as the list grows.
 
     python benchmarks/sections.py [--readers 100000] [--connections 4] [--rounds 1]
 """

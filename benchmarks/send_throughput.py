@@ -119,12 +119,18 @@ def prepare(folder: Path, count: int, articles: int | None) -> tuple[Path, Path]
     return database, next((folder / "sample").glob("*.eml"))
 
 
-def ours(database: Path, port: int, connections: int, against: str = "none") -> tuple[float, float]:
-    """Seconds for the whole command on a fresh copy of `database`, and its CPU seconds."""
+def ours(
+    database: Path, port: int, connections: int, articles: int | None, against: str = "none"
+) -> tuple[float, float]:
+    """Seconds for the whole command on a fresh copy of `database`, and its CPU seconds.
+
+    The send re-selects the draft, so it must run with the article limit it was built with:
+    without it, the six-article issue would grow back to the whole week before it is sent.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "send.db"
         shutil.copy(database, fresh)
-        env = environment(fresh, f"smtp://127.0.0.1:{port}")
+        env = environment(fresh, f"smtp://127.0.0.1:{port}", articles)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         args = ("send", "--week", WEEK, "--yes", "--rate", "0", "--connections", str(connections))
@@ -181,13 +187,15 @@ def main() -> None:
                 cpus: list[float] = []
                 for _ in range(args.rounds):
                     with smtp_sink() as port:
-                        wall, cpu = ours(database, port, connections)
+                        wall, cpu = ours(database, port, connections, ARTICLES[issue])
                         rates.append(args.count / wall)
                         cpus.append(cpu / args.count * 1e6)
                         if args.against == "source":
                             seconds = smtp_source(port, args.count, connections, message)
                         else:
-                            seconds, _ = ours(database, port, connections, args.against)
+                            seconds, _ = ours(
+                                database, port, connections, ARTICLES[issue], args.against
+                            )
                         references.append(args.count / seconds)
                 ratios = [a / b for a, b in zip(rates, references, strict=True)]
                 print(
