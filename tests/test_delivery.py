@@ -341,7 +341,7 @@ def test_outbox_transport_writes_one_eml_per_recipient(
     report = send_issue(app, WEEK, FAST)
     assert report.sent == 4
     files = sorted(p.name for p in (tmp_path / "outbox").glob("*.eml"))
-    assert files == sorted(outbox_name(e) for e in emails)
+    assert files == sorted(outbox_name(e, settings.list_id) for e in emails)
     assert statuses(app) == {DeliveryStatus.SENT: 4}
     app.close()
 
@@ -391,5 +391,5 @@ def test_a_full_outbox_pauses_the_send_with_nothing_in_doubt(
     assert resumed.sent == 12 - len(written)
     again = {p.name for p in small_outbox.iterdir()}
     assert not again & written.keys()
-    assert again | written.keys() == {outbox_name(e) for e in emails}
+    assert again | written.keys() == {outbox_name(e, app.settings.list_id) for e in emails}
     app.close()

@@ -229,6 +229,19 @@ def test_outbox_writes_one_file_per_recipient(tmp_path: Path) -> None:
     assert (tmp_path / "mail" / outbox_name("b@example.org")).read_bytes() == MESSAGE
 
 
+def test_a_reader_of_two_newsletters_keeps_a_file_for_each(tmp_path: Path) -> None:
+    outbox = open_transport("outbox:mail", base_dir=tmp_path)
+    weekly = b"List-Id: The Weekly Round-up <weekly.example.org>\r\n" + MESSAGE
+    brief = b"List-Id: =?utf-8?q?The_Brief?= <brief.example.org>\r\n" + MESSAGE
+    with outbox.connect() as connection:
+        connection.send("a@example.org", "b@example.org", weekly)
+        connection.send("a@example.org", "b@example.org", brief)
+    mail = tmp_path / "mail"
+    assert (mail / outbox_name("b@example.org", "weekly.example.org")).read_bytes() == weekly
+    assert (mail / outbox_name("b@example.org", "brief.example.org")).read_bytes() == brief
+    assert len(list(mail.iterdir())) == 2
+
+
 def test_outbox_names_of_look_alike_addresses_differ_and_stay_put(tmp_path: Path) -> None:
     outbox = open_transport("outbox:mail", base_dir=tmp_path)
     with outbox.connect() as connection:

@@ -8,10 +8,12 @@ The delivery engine only sees `Transport.connect()` and the stepwise `Connection
 from __future__ import annotations
 
 import contextlib
+import email.policy
 import hashlib
 import os
 import re
 import ssl
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from newsletter.errors import ConfigError
@@ -53,11 +55,24 @@ __all__ = [
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
-def outbox_name(recipient: str) -> str:
-    """The file for `recipient`: readable, and unique because it ends with a digest of the
-    exact address (`jürgen@` and `j_rgen@` look alike once made safe for a file name)."""
-    digest = hashlib.sha256(recipient.encode("utf-8")).hexdigest()[:12]
+def outbox_name(recipient: str, list_id: str = "") -> str:
+    """The file for `recipient`'s message of the list `list_id`: readable, and unique because
+    it ends with a digest of the exact address (`jürgen@` and `j_rgen@` look alike once made
+    safe for a file name) and of the list, so that a reader of two newsletters keeps both."""
+    key = f"{recipient}\0{list_id}" if list_id else recipient
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
     return f"{_UNSAFE.sub('_', recipient)[:150]}.{digest}.eml"
+
+
+def list_id_of(message: bytes) -> str:
+    """The List-Id of a message as it would be sent ("" for one without), as the name of the
+    list between its angle brackets."""
+    end = message.find(b"\r\n\r\n")
+    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(
+        message if end < 0 else message[: end + 4]
+    )
+    value = str(headers.get("List-Id", ""))
+    return value[value.rfind("<") + 1 : value.rfind(">")] if "<" in value else value.strip()
 
 
 class OutboxConnection(StepwiseConnection):
@@ -72,7 +87,7 @@ class OutboxConnection(StepwiseConnection):
         recipient, self._recipient = self._recipient, None
         if recipient is None:
             raise TransientFailure("no recipient was offered before the message")
-        target = self.folder / outbox_name(recipient)
+        target = self.folder / outbox_name(recipient, list_id_of(message))
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         # Written whole and renamed, so a crash never leaves half a message behind.
         try:
