@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from waitress import create_server
 
 from newsletter.app import App
 from newsletter.clock import FixedClock
@@ -28,7 +27,6 @@ from newsletter.feeds.store import fetch_sources
 from newsletter.issue.build import build_issue
 from newsletter.issue.periods import Week
 from newsletter.subscribers.rules import add_address
-from newsletter.web.endpoints import create_app
 from tests.conftest import REPO
 from tests.faultsmtp import FaultPolicy, FaultServer
 
@@ -41,7 +39,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(f"needs Debian's chromium at {CHROMIUM}", allow_module_level=True)
 
-from tests.test_web_browser import CHROMIUM_ARGS, LateApp, shot, wait_for_mail  # noqa: E402
+from tests.test_web_browser import CHROMIUM_ARGS, served, shot, wait_for_mail  # noqa: E402
 
 FEED = str(REPO / "examples" / "feed.xml")
 FIRST, NEXT = Week(2024, 46), Week(2024, 47)
@@ -59,26 +57,19 @@ def smtp() -> Iterator[FaultServer]:
 def site(settings: Settings, clock: FixedClock, smtp: FaultServer) -> Iterator[tuple[App, str]]:
     """Two newsletters (`weekly`, and `brief` with only the Middle East) served on
     http://127.0.0.1:PORT and sending through the SMTP server above."""
-    late = LateApp()
-    server: Any = create_server(late, host="127.0.0.1", port=0, threads=4)
-    base_url = f"http://127.0.0.1:{server.effective_port}"
-    weekly = replace(settings.newsletter, base_url=base_url)
-    brief = replace(weekly, slug="brief", name="The Brief", sections=("Middle East",))
-    configured = replace(
-        settings,
-        newsletter=weekly,
-        newsletters=(weekly, brief),
-        delivery=replace(settings.delivery, transport=smtp.url, timeout=10.0),
-    )
-    app = App.create(configured, clock=clock)
-    late.target = create_app(app)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield app, base_url
-    server.close()
-    server.task_dispatcher.shutdown()
-    thread.join(timeout=10)
-    app.close()
+
+    def configure(base_url: str) -> Settings:
+        weekly = replace(settings.newsletter, base_url=base_url)
+        brief = replace(weekly, slug="brief", name="The Brief", sections=("Middle East",))
+        return replace(
+            settings,
+            newsletter=weekly,
+            newsletters=(weekly, brief),
+            delivery=replace(settings.delivery, transport=smtp.url, timeout=10.0),
+        )
+
+    with served(configure, clock) as site:
+        yield site
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -73,26 +74,39 @@ def smtp() -> Iterator[FaultServer]:
         yield server
 
 
-@pytest.fixture
-def site(settings: Settings, clock: FixedClock, smtp: FaultServer) -> Iterator[tuple[App, str]]:
-    """The app on http://127.0.0.1:PORT, sending through the SMTP server above."""
+@contextmanager
+def served(configure: Callable[[str], Settings], clock: FixedClock) -> Iterator[tuple[App, str]]:
+    """The app on http://127.0.0.1:PORT, with the settings `configure` makes for that base
+    URL (the port is known only once the server listens)."""
     late = LateApp()
     server: Any = create_server(late, host="127.0.0.1", port=0, threads=4)
     base_url = f"http://127.0.0.1:{server.effective_port}"
-    configured = replace(
-        settings,
-        newsletter=replace(settings.newsletter, base_url=base_url),
-        delivery=replace(settings.delivery, transport=smtp.url, timeout=10.0),
-    )
-    app = App.create(configured, clock=clock)
+    app = App.create(configure(base_url), clock=clock)
     late.target = create_app(app)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield app, base_url
-    server.close()
-    server.task_dispatcher.shutdown()
-    thread.join(timeout=WAIT_SECONDS)
-    app.close()
+    try:
+        yield app, base_url
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()
+        thread.join(timeout=WAIT_SECONDS)
+        app.close()
+
+
+@pytest.fixture
+def site(settings: Settings, clock: FixedClock, smtp: FaultServer) -> Iterator[tuple[App, str]]:
+    """The app on http://127.0.0.1:PORT, sending through the SMTP server above."""
+
+    def configure(base_url: str) -> Settings:
+        return replace(
+            settings,
+            newsletter=replace(settings.newsletter, base_url=base_url),
+            delivery=replace(settings.delivery, transport=smtp.url, timeout=10.0),
+        )
+
+    with served(configure, clock) as site:
+        yield site
 
 
 @pytest.fixture
