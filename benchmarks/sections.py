@@ -29,17 +29,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from postfix import FEED, REPO, WEEK, smtp_sink
-from sqlalchemy import create_engine, insert, select, text
+from postfix import FEED, REPO, WEEK, add_readers, smtp_sink
+from sqlalchemy import create_engine, select, text
 
-from newsletter.db.models import (
-    Article,
-    IssueArticle,
-    Subscriber,
-    SubscriberStatus,
-    Subscription,
-    SubscriptionStatus,
-)
+from newsletter.db.models import Article, IssueArticle
 
 KEY = "benchmark-key-long-enough-for-the-32-byte-rule"
 SECTIONS = ("Europe", "Middle East", "Asia-Pacific", "Americas", "Africa")
@@ -87,39 +80,7 @@ def prepare(folder: Path, readers: int) -> tuple[Path, Path]:
     with engine.begin() as connection:
         for start in range(0, readers, CHUNK):
             numbers = range(start, min(start + CHUNK, readers))
-            connection.execute(
-                insert(Subscriber),
-                [
-                    {
-                        "id": n + 1,
-                        "email": f"reader{n:07d}@example.org",
-                        "name": f"Reader Number {n}",
-                        "status": SubscriberStatus.ACTIVE,
-                        "subscribed_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                        "confirmed_at": now,
-                        "consent_source": "benchmark",
-                        "soft_bounces": 0,
-                    }
-                    for n in numbers
-                ],
-            )
-            connection.execute(
-                insert(Subscription),
-                [
-                    {
-                        "subscriber_id": n + 1,
-                        "newsletter": "weekly",
-                        "status": SubscriptionStatus.ACTIVE,
-                        "sections": "",
-                        "created_at": now,
-                        "updated_at": now,
-                        "consent_source": "benchmark",
-                    }
-                    for n in numbers
-                ],
-            )
+            add_readers(connection, [f"reader{n:07d}@example.org" for n in numbers], now)
     newsletter(env, "issue", "build", "--week", WEEK)
     with engine.connect() as connection:
         americas = connection.execute(

@@ -140,6 +140,20 @@ def app(settings: Settings, clock: FixedClock) -> Iterator[App]:
     application.close()
 
 
+@contextmanager
+def with_brief(app: App, sections: tuple[str, ...]) -> Iterator[App]:
+    """`app`'s database and clock with a second newsletter, `brief`, carrying `sections`."""
+    settings = replace(
+        app.settings,
+        newsletters=(app.settings.newsletter, NewsletterSettings(slug="brief", sections=sections)),
+    )
+    application = App.create(settings, clock=app.clock)
+    try:
+        yield application
+    finally:
+        application.close()
+
+
 @dataclass
 class Cli:
     """The real `newsletter` command, run in-process against this test's database."""

@@ -17,7 +17,6 @@ from sqlalchemy import select
 
 from newsletter.app import App
 from newsletter.bounces.apply import process_bounces
-from newsletter.config import NewsletterSettings
 from newsletter.db.models import (
     EventKind,
     Subscriber,
@@ -28,6 +27,7 @@ from newsletter.db.models import (
 from newsletter.mail.tokens import Tokens
 from newsletter.subscribers import rules
 
+from .conftest import with_brief
 from .test_bounces import SENT_AT, World, make_world, write_mbox
 
 ACTIVE, LEFT = SubscriptionStatus.ACTIVE, SubscriptionStatus.UNSUBSCRIBED
@@ -35,16 +35,8 @@ ACTIVE, LEFT = SubscriptionStatus.ACTIVE, SubscriptionStatus.UNSUBSCRIBED
 
 @pytest.fixture
 def two(app: App) -> Iterator[App]:
-    settings = replace(
-        app.settings,
-        newsletters=(
-            app.settings.newsletter,
-            NewsletterSettings(slug="brief", sections=("Middle East",)),
-        ),
-    )
-    application = App.create(settings, clock=app.clock)
-    yield application
-    application.close()
+    with with_brief(app, ("Middle East",)) as both:
+        yield both
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from newsletter.app import App
-from newsletter.config import FeedSettings, NewsletterSettings
+from newsletter.config import FeedSettings
 from newsletter.db.models import Event, Subscriber, SubscriberStatus, Subscription
 from newsletter.subscribers.addresses import clean_name, normalise_email
 from newsletter.subscribers.csv import import_csv
@@ -23,7 +22,7 @@ from newsletter.subscribers.export import export_csv
 from newsletter.subscribers.rules import add_address
 from newsletter.subscribers.subscriptions import STARTS_AS, pack_sections
 
-from .conftest import REPO, Cli
+from .conftest import REPO, Cli, with_brief
 
 IMPORTS = REPO / "tests" / "data" / "imports"
 ACTIVE, UNSUBSCRIBED, BOUNCED = (
@@ -185,16 +184,8 @@ BRIEF_SECTIONS = ("Middle East", "Europe")
 @pytest.fixture
 def two(app: App) -> Iterator[App]:
     """The same database with two newsletters: `weekly` (every section) and `brief`."""
-    settings = replace(
-        app.settings,
-        newsletters=(
-            app.settings.newsletter,
-            NewsletterSettings(slug="brief", sections=BRIEF_SECTIONS),
-        ),
-    )
-    application = App.create(settings, clock=app.clock)
-    yield application
-    application.close()
+    with with_brief(app, BRIEF_SECTIONS) as both:
+        yield both
 
 
 # Local parts that spreadsheets would take for formulas, and ordinary ones.

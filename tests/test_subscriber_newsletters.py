@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.app import App
-from newsletter.config import NewsletterSettings
 from newsletter.db.models import (
     Event,
     EventKind,
@@ -28,7 +27,7 @@ from newsletter.subscribers import rules
 from newsletter.subscribers.csv import import_csv
 from newsletter.subscribers.export import export_csv
 
-from .conftest import Cli
+from .conftest import Cli, with_brief
 
 ACTIVE, PENDING = SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING
 LEFT = SubscriptionStatus.UNSUBSCRIBED
@@ -45,16 +44,8 @@ issue_closes = "Thursday 07:00"
 
 @pytest.fixture
 def two(app: App) -> Iterator[App]:
-    settings = replace(
-        app.settings,
-        newsletters=(
-            app.settings.newsletter,
-            NewsletterSettings(slug="brief", sections=("Middle East", "Europe")),
-        ),
-    )
-    application = App.create(settings, clock=app.clock)
-    yield application
-    application.close()
+    with with_brief(app, ("Middle East", "Europe")) as both:
+        yield both
 
 
 @pytest.fixture
