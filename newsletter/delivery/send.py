@@ -36,7 +36,7 @@ from newsletter.delivery.options import (
 from newsletter.delivery.stats import count_nothing_in_sections
 from newsletter.delivery.variants import Variants
 from newsletter.errors import NewsletterError, StateError
-from newsletter.issue.build import issue_content
+from newsletter.issue.build import find_issue, issue_content
 from newsletter.issue.periods import Week
 from newsletter.issue.render import IssueContent, archive_url, draft_url, render_for_sections
 from newsletter.mail.headers import Recipient
@@ -82,11 +82,7 @@ def prepare_send(app: Sending, week: Week) -> SendPlan | None:
     """The issue as it stands before a send (the caller re-selects a live draft first), or
     None when no issue is stored: nothing was ever selected for the period."""
     with app.transaction() as session:
-        issue = session.scalars(
-            select(Issue).where(
-                Issue.newsletter == app.settings.newsletter.slug, Issue.week == str(week)
-            )
-        ).one_or_none()
+        issue = find_issue(session, app.settings.newsletter.slug, week)
         if issue is None or issue.built_at is None:
             return None
         active = session.scalar(
@@ -157,11 +153,7 @@ def _variants(
 
 def _sendable(app: Sending, week: Week) -> Issue:
     with app.transaction() as session:
-        issue = session.scalars(
-            select(Issue).where(
-                Issue.newsletter == app.settings.newsletter.slug, Issue.week == str(week)
-            )
-        ).one_or_none()
+        issue = find_issue(session, app.settings.newsletter.slug, week)
         if issue is None or issue.built_at is None:
             raise StateError(
                 f"the issue for {week} has not been built",

@@ -13,9 +13,7 @@ a record and is never re-rendered.
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
-from newsletter.db.models import Issue, IssueStatus
+from newsletter.db.models import IssueStatus
 from newsletter.errors import StateError
 from newsletter.issue.build import Editing, find_issue, select_now, store
 from newsletter.issue.listing import resolve_week
@@ -34,11 +32,7 @@ def preview_issue(
     refresh = refresh_draft(app, chosen, reselect_approved=False)
     rerendered = _rerender_if_templates_changed(app, chosen)
     with app.transaction() as session:
-        issue = session.scalars(
-            select(Issue).where(
-                Issue.newsletter == app.settings.newsletter.slug, Issue.week == str(chosen)
-            )
-        ).one_or_none()
+        issue = find_issue(session, app.settings.newsletter.slug, chosen)
         stored = None if issue is None or issue.built_at is None else (issue.text, issue.html)
     if stored is None:
         raise StateError(
