@@ -14,7 +14,7 @@ from newsletter.errors import NotFoundError
 from newsletter.issue.periods import Week
 from newsletter.runtime import Runtime
 from newsletter.tracking import report
-from newsletter.tracking.report import IssueReport, WeekGrowth
+from newsletter.tracking.report import IssueReport
 
 GROWTH_WEEKS = 12
 
@@ -49,10 +49,7 @@ def issue_report(app: Runtime, week: Week | None) -> IssueReport:
         human_clicks=sum(a.human for a in articles),
         machine_clicks=sum(signs.values()),
         machine_by_sign=signs,
-        growth=[
-            WeekGrowth(g.week, g.added, g.confirmed, g.unsubscribed, g.bounced)
-            for g in growth(app, GROWTH_WEEKS)
-        ],
+        growth=growth(app, GROWTH_WEEKS),
         opens=opened if app.settings.tracking.opens or opened else None,
     )
 

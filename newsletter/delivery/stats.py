@@ -22,6 +22,7 @@ from newsletter.delivery.variants import NOTHING_IN_SECTIONS, combination, label
 from newsletter.errors import NotFoundError
 from newsletter.issue.periods import Week
 from newsletter.runtime import Runtime
+from newsletter.tracking.report import WeekGrowth
 
 UNSUBSCRIBE_WINDOW = timedelta(days=7)
 _REPLY = re.compile(r"^\s*([245]\d\d)[\s-]+(?:([245]\.\d{1,3}\.\d{1,3})\b)?")
@@ -73,15 +74,6 @@ class IssueStats:
     # Of `skipped`, the readers whose sections had nothing in the issue.
     nothing_in_sections: int = 0
     by_sections: list[SectionsFigures] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class WeekGrowth:
-    week: str
-    added: int
-    confirmed: int
-    unsubscribed: int
-    bounced: int
 
 
 @dataclass(frozen=True)
