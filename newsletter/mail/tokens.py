@@ -133,14 +133,7 @@ class Tokens:
         return _sign_at(self._timed("confirm"), subscriber_id, issued_at)
 
     def read_confirm(self, token: str, now: datetime, max_age: timedelta) -> int:
-        signer = self._timed("confirm")
-        try:
-            value, signed_at = signer.loads(token, return_timestamp=True)
-        except BadData:
-            raise InvalidToken("this confirmation link is not valid") from None
-        if now - signed_at > max_age:
-            raise InvalidToken("this confirmation link has expired")
-        return _int(value)
+        return self._read_timed("confirm", "confirmation", token, now, max_age)
 
     def draft(self, issue_id: int, issued_at: datetime) -> str:
         """For the "View in browser" link of test copies: the issue as it stands, before it
@@ -148,13 +141,19 @@ class Tokens:
         return _sign_at(self._timed("draft"), issue_id, issued_at)
 
     def read_draft(self, token: str, now: datetime, max_age: timedelta) -> int:
-        signer = self._timed("draft")
+        return self._read_timed("draft", "draft", token, now, max_age)
+
+    def _read_timed(
+        self, purpose: str, what: str, token: str, now: datetime, max_age: timedelta
+    ) -> int:
+        """The id a timed token of `purpose` names, if it is ours and not older than
+        `max_age`; `what` names the link in the refusal."""
         try:
-            value, signed_at = signer.loads(token, return_timestamp=True)
+            value, signed_at = self._timed(purpose).loads(token, return_timestamp=True)
         except BadData:
-            raise InvalidToken("this draft link is not valid") from None
+            raise InvalidToken(f"this {what} link is not valid") from None
         if now - signed_at > max_age:
-            raise InvalidToken("this draft link has expired")
+            raise InvalidToken(f"this {what} link has expired")
         return _int(value)
 
     def form_challenge(self, issued_at: datetime) -> str:
